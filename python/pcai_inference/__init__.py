@@ -1,0 +1,66 @@
+"""pcai-inference: run LLMs on your own PC, on the mistral.rs engine.
+
+>>> from pcai_inference import BackendType, GenerateRequest
+>>> backend = BackendType.MISTRALRS.create(device="auto")
+>>> backend.load_model("gemma-3-270m-q4_k_m.gguf")
+>>> backend.generate("The history of Rome", max_tokens=16).text
+"""
+
+from __future__ import annotations
+
+from ._log import configure_logging
+
+configure_logging()
+
+from . import _core  # noqa: E402
+from .backend import BackendType, InferenceBackend  # noqa: E402
+from .default_model import default_model_path  # noqa: E402
+from .errors import (  # noqa: E402
+    DeviceError,
+    GenerationError,
+    InvalidRequestError,
+    ModelFormatError,
+    ModelNotFoundError,
+    ModelNotLoadedError,
+    PcaiError,
+)
+from .info import build_info  # noqa: E402
+from .mistralrs_backend import MistralRsBackend  # noqa: E402
+from .streaming import AsyncTokenStream, TokenStream  # noqa: E402
+from .types import (  # noqa: E402
+    ChatMessage,
+    ContentPart,
+    FinishReason,
+    GenerateRequest,
+    GenerateResponse,
+    StreamChunk,
+    TextPart,
+    Timings,
+)
+
+__version__: str = _core.__version__
+
+__all__ = [
+    "AsyncTokenStream",
+    "BackendType",
+    "ChatMessage",
+    "ContentPart",
+    "DeviceError",
+    "FinishReason",
+    "GenerateRequest",
+    "GenerateResponse",
+    "GenerationError",
+    "InferenceBackend",
+    "InvalidRequestError",
+    "MistralRsBackend",
+    "ModelFormatError",
+    "ModelNotFoundError",
+    "ModelNotLoadedError",
+    "PcaiError",
+    "StreamChunk",
+    "TextPart",
+    "Timings",
+    "TokenStream",
+    "build_info",
+    "default_model_path",
+]

@@ -1,0 +1,45 @@
+"""The exceptions of pcai-inference: one hierarchy rooted at :class:`PcaiError`.
+
+Every failure a user can cause reaches Python as one of these, with a message that says
+what was wrong and what to do. Request-validation errors are also :class:`ValueError`.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DeviceError",
+    "GenerationError",
+    "InvalidRequestError",
+    "ModelFormatError",
+    "ModelNotFoundError",
+    "ModelNotLoadedError",
+    "PcaiError",
+]
+
+
+class PcaiError(Exception):
+    """Base class of every error raised by pcai-inference."""
+
+
+class ModelNotFoundError(PcaiError, FileNotFoundError):
+    """The model path does not exist (the message names it)."""
+
+
+class ModelFormatError(PcaiError):
+    """The file or folder is not a model the engine can load (wrong format, truncated, ...)."""
+
+
+class DeviceError(PcaiError):
+    """The requested device is unknown, absent, or not compiled into this build."""
+
+
+class InvalidRequestError(PcaiError, ValueError):
+    """A request or argument is out of range; the message names the field."""
+
+
+class ModelNotLoadedError(PcaiError):
+    """The backend has no model: call ``load_model()`` first (or again after ``unload()``)."""
+
+
+class GenerationError(PcaiError):
+    """The engine failed while generating."""

@@ -1,0 +1,160 @@
+"""The mistral.rs backend: a thin Python face over the native ``_core`` module."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+from . import _core
+from .backend import InferenceBackend, RequestLike
+from .errors import InvalidRequestError, ModelNotFoundError, ModelNotLoadedError
+from .streaming import AsyncTokenStream, TokenStream
+from .types import GenerateRequest
+
+__all__ = ["MistralRsBackend"]
+
+_REQUEST_FIELDS = {f.name for f in dataclasses.fields(GenerateRequest)}
+
+
+def _as_request(request: RequestLike, params: dict[str, Any]) -> GenerateRequest:
+    unknown = set(params) - _REQUEST_FIELDS
+    if unknown:
+        raise InvalidRequestError(
+            f"unknown generation parameter(s) {sorted(unknown)}; known: {sorted(_REQUEST_FIELDS)}"
+        )
+    if isinstance(request, GenerateRequest):
+        return dataclasses.replace(request, **params) if params else request
+    if isinstance(request, str):
+        return GenerateRequest(prompt=request, **params)
+    raise InvalidRequestError(f"request must be a GenerateRequest or a prompt string, got {type(request).__name__}")
+
+
+def _template_file(chat_template: str) -> tuple[str, Optional[str]]:
+    """The engine reads a chat template from a ``.jinja`` file. Returns (path, temp path to delete)."""
+    candidate = Path(chat_template)
+    looks_like_path = "\n" not in chat_template and "{" not in chat_template and len(chat_template) < 4096
+    if looks_like_path and candidate.is_file():
+        if candidate.suffix in (".jinja", ".json"):
+            return str(candidate), None
+        chat_template = candidate.read_text(encoding="utf-8")
+    elif looks_like_path:
+        raise ModelNotFoundError(f"chat template file {chat_template} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix="pcai-chat-template-", suffix=".jinja")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(chat_template)
+    return tmp, tmp
+
+
+class MistralRsBackend(InferenceBackend):
+    """Runs models with the mistral.rs engine, in this process."""
+
+    def __init__(self, device: str = "auto") -> None:
+        if not isinstance(device, str):
+            raise InvalidRequestError(f"device must be a string such as 'auto' or 'cuda:0', got {device!r}")
+        self._device_spec = device
+        # Fails now, with DeviceError, if this build or machine cannot use the device.
+        self._resolved_device = _core.resolve_device_name(device)
+        self._model: Optional[_core.NativeModel] = None
+
+    # -- loading --------------------------------------------------------------------------
+
+    def load_model(
+        self,
+        model: Union[str, os.PathLike[str]],
+        *,
+        chat_template: Optional[str] = None,
+    ) -> None:
+        """Loads a local ``.gguf`` file; its parent folder is the model id.
+
+        ``chat_template`` is a Jinja template (the string itself, or a path to a file) used by
+        :meth:`chat`; without it the template embedded in the model is used, if any.
+        """
+        path = Path(os.fspath(model)).expanduser()
+        if not path.exists():
+            raise ModelNotFoundError(f"no model at {path}; check the path")
+        template_path, temp = _template_file(chat_template) if chat_template is not None else (None, None)
+        try:
+            native = _core.NativeModel.load_gguf(str(path), self._device_spec, template_path)
+        finally:
+            if temp is not None:
+                os.unlink(temp)
+        self.unload()
+        self._model = native
+
+    def unload(self) -> None:
+        model, self._model = self._model, None
+        if model is not None:
+            model.unload()
+
+    @property
+    def is_loaded(self) -> bool:
+        return self._model is not None and self._model.is_loaded
+
+    @property
+    def device(self) -> str:
+        return self._model.device if self._model is not None and self._model.is_loaded else self._resolved_device
+
+    @property
+    def context_window(self) -> int:
+        """The model's context window, in tokens."""
+        return self._native().context_window
+
+    @property
+    def model_path(self) -> Path:
+        return Path(self._native().model_path)
+
+    def _native(self) -> _core.NativeModel:
+        if self._model is None:
+            raise ModelNotLoadedError("no model is loaded; call load_model() first")
+        return self._model
+
+    # -- tokens ---------------------------------------------------------------------------
+
+    def tokenize(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        """Token ids of ``text``; with ``add_special_tokens`` the model's BOS comes first."""
+        if not isinstance(text, str):
+            raise InvalidRequestError(f"text must be a str, got {type(text).__name__}")
+        return self._native().tokenize(text, add_special_tokens)
+
+    def detokenize(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
+        return self._native().detokenize(list(ids), skip_special_tokens)
+
+    # -- generation -----------------------------------------------------------------------
+
+    def _start(self, request: RequestLike, params: dict[str, Any]) -> _core.NativeGeneration:
+        req = _as_request(request, params)
+        native = self._native()
+        if req.messages is not None:
+            prompt_ids = native.chat_prompt(json.dumps([m.to_engine() for m in req.chat_messages]))
+        else:
+            assert req.prompt is not None
+            if not req.prompt:
+                raise InvalidRequestError("the prompt is empty: give at least one character of text")
+            prompt_ids = native.tokenize(req.prompt, True)
+        return native.start(
+            prompt_ids,
+            max_tokens=req.max_tokens,
+            temperature=req.temperature,
+            top_p=req.top_p,
+            top_k=req.top_k,
+            min_p=req.min_p,
+            stop=list(req.stop),
+            seed=req.seed,
+            repetition_penalty=req.repetition_penalty,
+            presence_penalty=req.presence_penalty,
+            frequency_penalty=req.frequency_penalty,
+        )
+
+    def generate_stream(self, request: RequestLike, **params: Any) -> TokenStream:
+        return TokenStream(self._start(request, params))
+
+    def agenerate_stream(self, request: RequestLike, **params: Any) -> AsyncTokenStream:
+        return AsyncTokenStream(self._start(request, params))
+
+    def __repr__(self) -> str:
+        state = f"model={str(self.model_path)!r}" if self.is_loaded else "no model"
+        return f"MistralRsBackend(device={self.device!r}, {state})"

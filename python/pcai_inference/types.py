@@ -1,0 +1,215 @@
+"""Requests, responses and their parts."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional, Sequence, Tuple, Union
+
+from .errors import InvalidRequestError
+
+__all__ = [
+    "ChatMessage",
+    "ContentPart",
+    "FinishReason",
+    "GenerateRequest",
+    "GenerateResponse",
+    "MessageLike",
+    "StreamChunk",
+    "TextPart",
+    "Timings",
+]
+
+
+class FinishReason(str, enum.Enum):
+    """Why a generation ended."""
+
+    STOP = "stop"
+    """The model produced its end-of-generation token."""
+    LENGTH = "length"
+    """``max_tokens`` was reached (or the context window filled up)."""
+    STOP_SEQUENCE = "stop_sequence"
+    """A stop string appeared; the text ends just before it."""
+    CANCELLED = "cancelled"
+    """The caller stopped the generation (closed the stream, cancelled the task, Ctrl-C)."""
+
+
+@dataclass(frozen=True)
+class TextPart:
+    """A piece of text inside a chat message."""
+
+    text: str
+
+    def to_engine(self) -> dict[str, Any]:
+        return {"type": "text", "text": self.text}
+
+
+# Images and audio join this union when multimodal input lands; messages already hold lists.
+ContentPart = TextPart
+
+
+def _part_from(value: object) -> ContentPart:
+    if isinstance(value, TextPart):
+        return value
+    if isinstance(value, str):
+        return TextPart(value)
+    if isinstance(value, Mapping):
+        kind = value.get("type", "text")
+        if kind == "text" and isinstance(value.get("text"), str):
+            return TextPart(value["text"])
+        raise InvalidRequestError(
+            f"unsupported content part {dict(value)!r}: this version accepts text parts "
+            '({"type": "text", "text": ...})'
+        )
+    raise InvalidRequestError(f"a content part must be a TextPart, a str or a dict, got {type(value).__name__}")
+
+
+MessageLike = Union["ChatMessage", Mapping[str, Any]]
+"""A :class:`ChatMessage` or a dict with ``role`` and ``content``."""
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    """One chat turn. ``content`` is a string or a list of parts."""
+
+    role: str
+    content: Union[str, Tuple[ContentPart, ...]]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.role, str) or not self.role:
+            raise InvalidRequestError("a chat message needs a non-empty string role, e.g. 'user'")
+        if isinstance(self.content, str):
+            return
+        if not isinstance(self.content, Sequence):
+            raise InvalidRequestError(
+                f"message content must be a string or a list of parts, got {type(self.content).__name__}"
+            )
+        object.__setattr__(self, "content", tuple(_part_from(p) for p in self.content))
+
+    @classmethod
+    def from_any(cls, value: MessageLike) -> ChatMessage:
+        if isinstance(value, ChatMessage):
+            return value
+        if isinstance(value, Mapping):
+            if "role" not in value or "content" not in value:
+                raise InvalidRequestError(f"a chat message needs 'role' and 'content' keys, got {sorted(value)}")
+            return cls(role=value["role"], content=value["content"])
+        raise InvalidRequestError(f"a chat message must be a ChatMessage or a dict, got {type(value).__name__}")
+
+    def to_engine(self) -> dict[str, Any]:
+        if isinstance(self.content, str):
+            return {"role": self.role, "content": self.content}
+        return {"role": self.role, "content": [p.to_engine() for p in self.content]}
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    """A generation request: a raw ``prompt`` *or* chat ``messages``, and sampling settings.
+
+    ``temperature=0`` is greedy decoding. ``top_k=0``, ``top_p=1`` and ``min_p=0`` switch
+    those filters off. ``seed`` makes sampled output reproducible. Penalties follow the
+    OpenAI / llama.cpp meanings (``repetition_penalty=1`` and the others ``0`` are off).
+    Ranges are checked when the request runs; a bad value raises
+    :class:`InvalidRequestError` naming the field.
+    """
+
+    prompt: Optional[str] = None
+    messages: Optional[Sequence[MessageLike]] = None
+    max_tokens: int = 256
+    temperature: float = 0.8
+    top_p: float = 0.95
+    top_k: int = 40
+    min_p: float = 0.05
+    stop: Tuple[str, ...] = ()
+    seed: Optional[int] = None
+    repetition_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+
+    @property
+    def chat_messages(self) -> Tuple[ChatMessage, ...]:
+        """The messages as :class:`ChatMessage` objects (empty for a prompt request)."""
+        return tuple(ChatMessage.from_any(m) for m in self.messages or ())
+
+    def __post_init__(self) -> None:
+        if (self.prompt is None) == (self.messages is None):
+            raise InvalidRequestError("give exactly one of prompt= or messages=")
+        if self.prompt is not None and not isinstance(self.prompt, str):
+            raise InvalidRequestError(f"prompt must be a str, got {type(self.prompt).__name__}")
+        if self.messages is not None:
+            if isinstance(self.messages, (str, bytes)) or not isinstance(self.messages, Sequence):
+                raise InvalidRequestError("messages must be a list of chat messages")
+            msgs = tuple(ChatMessage.from_any(m) for m in self.messages)
+            if not msgs:
+                raise InvalidRequestError("messages must not be empty")
+            object.__setattr__(self, "messages", msgs)
+        stop: Any = self.stop
+        if isinstance(stop, str):
+            stop = (stop,)
+        if stop is None:
+            stop = ()
+        if not all(isinstance(s, str) for s in stop):
+            raise InvalidRequestError("stop must be a string or a list of strings")
+        object.__setattr__(self, "stop", tuple(stop))
+        for name in ("max_tokens", "top_k"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise InvalidRequestError(f"{name} must be an int, got {value!r}")
+            if value < 0:
+                raise InvalidRequestError(f"{name} must be >= 0, got {value}")
+        if self.seed is not None:
+            if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+                raise InvalidRequestError(f"seed must be an int or None, got {self.seed!r}")
+            object.__setattr__(self, "seed", self.seed % (1 << 64))
+        for name in (
+            "temperature",
+            "top_p",
+            "min_p",
+            "repetition_penalty",
+            "presence_penalty",
+            "frequency_penalty",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise InvalidRequestError(f"{name} must be a number, got {value!r}")
+            object.__setattr__(self, name, float(value))
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Where the time of one generation went, in seconds."""
+
+    prompt_seconds: float
+    """From submission to the first token: queueing and prompt processing."""
+    decode_seconds: float
+    """From the first token to the end."""
+    total_seconds: float
+    prompt_tokens_per_second: float
+    decode_tokens_per_second: float
+
+
+@dataclass(frozen=True)
+class GenerateResponse:
+    """The result of a finished generation."""
+
+    text: str
+    tokens_generated: int
+    prompt_tokens: int
+    finish_reason: FinishReason
+    timings: Timings
+
+
+@dataclass(frozen=True)
+class StreamChunk:
+    """A piece of streamed text. The last chunk of a stream carries ``finish_reason``,
+    ``tokens_generated``, ``prompt_tokens`` and ``timings``; earlier chunks have them ``None``."""
+
+    text: str
+    finish_reason: Optional[FinishReason] = None
+    tokens_generated: Optional[int] = None
+    prompt_tokens: Optional[int] = None
+    timings: Optional[Timings] = field(default=None)
+
+    @property
+    def is_last(self) -> bool:
+        return self.finish_reason is not None

@@ -1,0 +1,335 @@
+//! GGUF files whose architecture the engine's GGUF loader lacks (Gemma 3 in mistralrs 0.8.1)
+//! are loaded through the engine's SafeTensors loader for that architecture instead.
+//!
+//! Nothing is re-quantized: the quantized matrices are handed over byte for byte as a UQFF
+//! artifact (the engine's own serialization of a GGUF block matrix), and only the small
+//! unquantized tensors (norms) and the embedding table go into `model.safetensors`, in F32.
+//! The result is cached next to other pcai-inference data, keyed by the file's identity.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use candle_core::quantized::gguf_file::{Content, Value};
+use candle_core::{Device, Tensor};
+use mistralrs_quant::{GgufMatMul, QuantMethod, QuantMethodConfig, QuantizedSerde};
+use serde_json::json;
+
+use crate::gguf_tokenizer::GgufVocab;
+
+/// Bumped whenever the converted layout changes, so stale caches are not reused.
+const CONVERTER_VERSION: u32 = 1;
+
+/// Architectures this module converts.
+pub fn needs_conversion(architecture: &str) -> bool {
+    architecture == "gemma3"
+}
+
+/// A converted model folder, ready for the engine's SafeTensors loader.
+pub struct Converted {
+    pub dir: PathBuf,
+    /// File name of the UQFF artifact inside `dir`.
+    pub uqff_file: String,
+}
+
+fn meta<'a>(c: &'a Content, key: &str) -> Result<&'a Value, String> {
+    c.metadata
+        .get(key)
+        .ok_or_else(|| format!("the GGUF metadata lacks `{key}`"))
+}
+
+fn meta_u32(c: &Content, key: &str) -> Result<u32, String> {
+    meta(c, key)?.to_u32().map_err(|e| format!("`{key}`: {e}"))
+}
+
+fn meta_f32(c: &Content, key: &str) -> Result<f32, String> {
+    meta(c, key)?.to_f32().map_err(|e| format!("`{key}`: {e}"))
+}
+
+fn opt<T>(c: &Content, key: &str, f: impl Fn(&Value) -> candle_core::Result<T>) -> Option<T> {
+    c.metadata.get(key).and_then(|v| f(v).ok())
+}
+
+/// The tokenizer metadata of a GGUF file.
+pub fn read_vocab(c: &Content) -> Result<GgufVocab, String> {
+    let list = |key: &str| -> Result<&Vec<Value>, String> {
+        meta(c, key)?.to_vec().map_err(|e| format!("`{key}`: {e}"))
+    };
+    let tokens = list("tokenizer.ggml.tokens")?
+        .iter()
+        .map(|v| v.to_string().cloned().map_err(|e| e.to_string()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let scores = match c.metadata.get("tokenizer.ggml.scores") {
+        Some(v) => v
+            .to_vec()
+            .map_err(|e| e.to_string())?
+            .iter()
+            .map(|s| s.to_f32().map_err(|e| e.to_string()))
+            .collect::<Result<Vec<_>, _>>()?,
+        None => vec![0.0; tokens.len()],
+    };
+    let token_types = match c.metadata.get("tokenizer.ggml.token_type") {
+        Some(v) => v
+            .to_vec()
+            .map_err(|e| e.to_string())?
+            .iter()
+            .map(|s| s.to_i32().map_err(|e| e.to_string()))
+            .collect::<Result<Vec<_>, _>>()?,
+        None => vec![crate::gguf_tokenizer::TOKEN_NORMAL; tokens.len()],
+    };
+    let merges = match c.metadata.get("tokenizer.ggml.merges") {
+        Some(v) => v
+            .to_vec()
+            .map_err(|e| e.to_string())?
+            .iter()
+            .map(|s| s.to_string().cloned().map_err(|e| e.to_string()))
+            .collect::<Result<Vec<_>, _>>()?,
+        None => Vec::new(),
+    };
+    if scores.len() != tokens.len() || token_types.len() != tokens.len() {
+        return Err("the GGUF tokenizer arrays have different lengths".into());
+    }
+    let id = |key: &str| -> Result<Option<u32>, String> {
+        match opt(c, key, |v| v.to_u32()) {
+            Some(i) if (i as usize) < tokens.len() => Ok(Some(i)),
+            Some(i) => Err(format!("`{key}` = {i} is outside the vocabulary of {}", tokens.len())),
+            None => Ok(None),
+        }
+    };
+    let model = meta(c, "tokenizer.ggml.model")?
+        .to_string()
+        .map_err(|e| e.to_string())?
+        .clone();
+    Ok(GgufVocab {
+        add_space_prefix: opt(c, "tokenizer.ggml.add_space_prefix", |v| v.to_bool())
+            .unwrap_or(model == "llama"),
+        model,
+        bos_id: id("tokenizer.ggml.bos_token_id")?,
+        eos_id: id("tokenizer.ggml.eos_token_id")?,
+        unk_id: id("tokenizer.ggml.unknown_token_id")?,
+        add_bos: opt(c, "tokenizer.ggml.add_bos_token", |v| v.to_bool()).unwrap_or(true),
+        add_eos: opt(c, "tokenizer.ggml.add_eos_token", |v| v.to_bool()).unwrap_or(false),
+        tokens,
+        scores,
+        token_types,
+        merges,
+    })
+}
+
+/// Reads a GGUF header (after our own bounds check has passed).
+pub fn read_content(path: &Path) -> Result<Content, String> {
+    let mut f = BufReader::new(File::open(path).map_err(|e| e.to_string())?);
+    Content::read(&mut f).map_err(|e| format!("cannot read the GGUF header: {e}"))
+}
+
+/// The Hugging Face `config.json` of a Gemma 3 text model, from GGUF metadata.
+fn gemma3_config(c: &Content, vocab: &GgufVocab) -> Result<serde_json::Value, String> {
+    let a = "gemma3";
+    let hidden = meta_u32(c, &format!("{a}.embedding_length"))?;
+    let heads = meta_u32(c, &format!("{a}.attention.head_count"))?;
+    let layers = meta_u32(c, &format!("{a}.block_count"))?;
+    let head_dim = meta_u32(c, &format!("{a}.attention.key_length")).unwrap_or(hidden / heads);
+    // llama.cpp scales queries by 1/sqrt(head_dim), except for the 27B model (62 layers).
+    let query_pre_attn_scalar = if layers == 62 { hidden / heads } else { head_dim };
+    let rope_scaling = match opt(c, &format!("{a}.rope.scaling.factor"), |v| v.to_f32()) {
+        Some(f) if f > 1.0 => json!({"rope_type": "linear", "factor": f}),
+        _ => serde_json::Value::Null,
+    };
+    Ok(json!({
+        "architectures": ["Gemma3ForCausalLM"],
+        "model_type": "gemma3_text",
+        "hidden_size": hidden,
+        "intermediate_size": meta_u32(c, &format!("{a}.feed_forward_length"))?,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": meta_u32(c, &format!("{a}.attention.head_count_kv")).unwrap_or(heads),
+        "head_dim": head_dim,
+        "rms_norm_eps": meta_f32(c, &format!("{a}.attention.layer_norm_rms_epsilon")).unwrap_or(1e-6),
+        "rope_theta": meta_f32(c, &format!("{a}.rope.freq_base")).unwrap_or(1_000_000.0),
+        "rope_local_base_freq": 10000.0,
+        "rope_scaling": rope_scaling,
+        "sliding_window": meta_u32(c, &format!("{a}.attention.sliding_window")).unwrap_or(4096),
+        "sliding_window_pattern": 6,
+        "query_pre_attn_scalar": query_pre_attn_scalar,
+        "max_position_embeddings": meta_u32(c, &format!("{a}.context_length")).unwrap_or(32768),
+        "vocab_size": vocab.tokens.len(),
+        "tie_word_embeddings": true,
+        "hidden_activation": "gelu_pytorch_tanh",
+        "attn_logit_softcapping": null,
+        "final_logit_softcapping": null,
+        "attention_bias": false,
+        "bos_token_id": vocab.bos_id,
+        "eos_token_id": vocab.eos_id,
+        "pad_token_id": opt(c, "tokenizer.ggml.padding_token_id", |v| v.to_u32()),
+        "torch_dtype": "float32",
+    }))
+}
+
+/// Where converted models are cached: `$PCAI_CACHE_DIR`, else the user's cache folder.
+pub fn cache_root() -> PathBuf {
+    if let Some(d) = std::env::var_os("PCAI_CACHE_DIR") {
+        return PathBuf::from(d).join("gguf");
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("LOCALAPPDATA").map(PathBuf::from))
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("pcai-inference").join("gguf")
+}
+
+/// FNV-1a: a stable key for the cache (std's hasher may change between Rust versions).
+fn fnv1a(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in parts {
+        for b in *p {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        h ^= 0xff;
+    }
+    h
+}
+
+fn cache_key(path: &Path) -> Result<String, String> {
+    let m = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    let mtime = m
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let key = fnv1a(&[
+        path.to_string_lossy().as_bytes(),
+        &m.len().to_le_bytes(),
+        &mtime.to_le_bytes(),
+        &CONVERTER_VERSION.to_le_bytes(),
+    ]);
+    Ok(format!("{stem}-{key:016x}"))
+}
+
+const UQFF_FILE: &str = "weights.uqff";
+
+/// Converts (or finds in the cache) the engine folder for a Gemma 3 GGUF file.
+pub fn convert_gemma3(path: &Path, cache: &Path) -> Result<Converted, String> {
+    let dir = cache.join(cache_key(path)?);
+    if dir.join(".complete").is_file() {
+        return Ok(Converted {
+            dir,
+            uqff_file: UQFF_FILE.into(),
+        });
+    }
+    std::fs::create_dir_all(cache).map_err(|e| format!("cannot create {}: {e}", cache.display()))?;
+    let tmp = cache.join(format!(
+        ".{}.tmp-{}",
+        dir.file_name().unwrap_or_default().to_string_lossy(),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
+    let result = write_gemma3(path, &tmp);
+    if let Err(e) = result {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    // Another process may have finished first; either folder is complete and identical.
+    if std::fs::rename(&tmp, &dir).is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+        if !dir.join(".complete").is_file() {
+            return Err(format!("cannot move the converted model into {}", dir.display()));
+        }
+    }
+    Ok(Converted {
+        dir,
+        uqff_file: UQFF_FILE.into(),
+    })
+}
+
+fn write_gemma3(path: &Path, out: &Path) -> Result<(), String> {
+    let mut reader = BufReader::new(File::open(path).map_err(|e| e.to_string())?);
+    let content = Content::read(&mut reader).map_err(|e| format!("cannot read the GGUF header: {e}"))?;
+    let vocab = read_vocab(&content)?;
+    let config = gemma3_config(&content, &vocab)?;
+    let layers = meta_u32(&content, "gemma3.block_count")? as usize;
+    let err = |e: candle_core::Error| e.to_string();
+    let mut load = |name: &str| {
+        content
+            .tensor(&mut reader, name, &Device::Cpu)
+            .map_err(|e| format!("tensor `{name}`: {e}"))
+    };
+
+    // Unquantized tensors. llama.cpp stores Gemma's RMSNorm weights as (1 + w); HF stores w.
+    let mut plain: HashMap<String, Tensor> = HashMap::new();
+    let norm = |q: candle_core::quantized::QTensor| -> Result<Tensor, String> {
+        (q.dequantize(&Device::Cpu).map_err(err)? - 1.0).map_err(err)
+    };
+    let embed = load("token_embd.weight")?;
+    plain.insert(
+        "model.embed_tokens.weight".into(),
+        embed.dequantize(&Device::Cpu).map_err(err)?,
+    );
+    plain.insert("model.norm.weight".into(), norm(load("output_norm.weight")?)?);
+    for i in 0..layers {
+        for (gguf, hf) in [
+            ("attn_norm", "input_layernorm"),
+            ("post_attention_norm", "post_attention_layernorm"),
+            ("ffn_norm", "pre_feedforward_layernorm"),
+            ("post_ffw_norm", "post_feedforward_layernorm"),
+            ("attn_q_norm", "self_attn.q_norm"),
+            ("attn_k_norm", "self_attn.k_norm"),
+        ] {
+            let t = load(&format!("blk.{i}.{gguf}.weight"))?;
+            plain.insert(format!("model.layers.{i}.{hf}.weight"), norm(t)?);
+        }
+    }
+    candle_core::safetensors::save(&plain, out.join("model.safetensors")).map_err(err)?;
+    drop(plain);
+
+    // Quantized matrices, in the engine's ISQ layer order: lm_head, then per layer
+    // q, k, v, o, gate, up, down. The tied lm_head is the embedding table itself.
+    let mut artifacts: HashMap<String, Tensor> = HashMap::new();
+    let mut add = |index: usize, q: candle_core::quantized::QTensor| -> Result<(), String> {
+        let layer = GgufMatMul::new(QuantMethodConfig::Gguf {
+            q_weight: Arc::new(q),
+            b: None,
+        })
+        .map_err(err)?;
+        let bytes = layer.serialize().map_err(err)?.into_owned();
+        let n = bytes.len();
+        artifacts.insert(index.to_string(), Tensor::from_vec(bytes, n, &Device::Cpu).map_err(err)?);
+        Ok(())
+    };
+    add(0, embed)?;
+    for i in 0..layers {
+        for (j, name) in ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"]
+            .iter()
+            .enumerate()
+        {
+            add(1 + 7 * i + j, load(&format!("blk.{i}.{name}.weight"))?)?;
+        }
+    }
+    candle_core::safetensors::save(&artifacts, out.join(UQFF_FILE)).map_err(err)?;
+
+    let write = |name: &str, text: &str| -> Result<(), String> {
+        let mut f = File::create(out.join(name)).map_err(|e| format!("{name}: {e}"))?;
+        f.write_all(text.as_bytes()).map_err(|e| format!("{name}: {e}"))
+    };
+    write("config.json", &config.to_string())?;
+    write("tokenizer.json", &vocab.to_tokenizer_json()?)?;
+    let mut tok_config = json!({
+        "bos_token": vocab.bos_id.map(|i| vocab.tokens[i as usize].clone()),
+        "eos_token": vocab.eos_id.map(|i| vocab.tokens[i as usize].clone()),
+        "unk_token": vocab.unk_id.map(|i| vocab.tokens[i as usize].clone()),
+        "add_bos_token": vocab.add_bos,
+        "add_eos_token": vocab.add_eos,
+    });
+    if let Some(t) = opt(&content, "tokenizer.chat_template", |v| v.to_string().cloned()) {
+        tok_config["chat_template"] = json!(t);
+    }
+    write("tokenizer_config.json", &tok_config.to_string())?;
+    write(".complete", "")?;
+    Ok(())
+}

@@ -1,0 +1,243 @@
+//! A Hugging Face `tokenizer.json` built from a GGUF file's tokenizer metadata.
+//!
+//! The engine turns `tokenizer.ggml.model = "llama"` (SentencePiece) vocabularies into a
+//! Unigram model, which segments differently from SentencePiece-BPE. We build a BPE model with
+//! byte fallback instead, whose merges are ranked by the score of the merged piece, as
+//! SentencePiece and llama.cpp merge.
+
+use std::collections::HashMap;
+
+use serde_json::{json, Value};
+
+/// `tokenizer.ggml.token_type` values (llama.cpp's `llama_token_attr` ordering).
+pub const TOKEN_NORMAL: i32 = 1;
+pub const TOKEN_UNKNOWN: i32 = 2;
+pub const TOKEN_CONTROL: i32 = 3;
+pub const TOKEN_USER_DEFINED: i32 = 4;
+pub const TOKEN_BYTE: i32 = 6;
+
+/// The tokenizer part of a GGUF file's metadata.
+pub struct GgufVocab {
+    pub model: String,
+    pub tokens: Vec<String>,
+    pub scores: Vec<f32>,
+    pub token_types: Vec<i32>,
+    pub merges: Vec<String>,
+    pub bos_id: Option<u32>,
+    pub eos_id: Option<u32>,
+    pub unk_id: Option<u32>,
+    pub add_bos: bool,
+    pub add_eos: bool,
+    pub add_space_prefix: bool,
+}
+
+const SPACE: &str = "\u{2581}";
+
+/// Token texts that end a turn in the common chat formats; the model's EOS is added to them.
+const END_OF_TURN_TEXTS: &[&str] = &[
+    "<end_of_turn>",
+    "<|eot_id|>",
+    "<|im_end|>",
+    "<|end|>",
+    "<|endoftext|>",
+    "<|eom_id|>",
+    "</s>",
+    "<eos>",
+];
+
+impl GgufVocab {
+    /// The ids that end generation: EOS plus the end-of-turn control tokens of the vocabulary.
+    pub fn end_of_generation_ids(&self) -> Vec<u32> {
+        let mut ids: Vec<u32> = self.eos_id.into_iter().collect();
+        for (i, (t, ty)) in self.tokens.iter().zip(&self.token_types).enumerate() {
+            if *ty == TOKEN_CONTROL && END_OF_TURN_TEXTS.contains(&t.as_str()) && !ids.contains(&(i as u32)) {
+                ids.push(i as u32);
+            }
+        }
+        ids
+    }
+
+    fn vocab_map(&self) -> serde_json::Map<String, Value> {
+        let mut m = serde_json::Map::with_capacity(self.tokens.len());
+        for (i, t) in self.tokens.iter().enumerate() {
+            // Duplicate spellings keep the first id, as SentencePiece does.
+            m.entry(t.clone()).or_insert(json!(i));
+        }
+        m
+    }
+
+    fn added_tokens(&self) -> Vec<Value> {
+        self.tokens
+            .iter()
+            .zip(&self.token_types)
+            .enumerate()
+            .filter(|(_, (_, ty))| matches!(**ty, TOKEN_CONTROL | TOKEN_USER_DEFINED | TOKEN_UNKNOWN))
+            .map(|(i, (t, ty))| {
+                json!({
+                    "id": i,
+                    "content": t,
+                    "single_word": false,
+                    "lstrip": false,
+                    "rstrip": false,
+                    "normalized": false,
+                    "special": *ty != TOKEN_USER_DEFINED,
+                })
+            })
+            .collect()
+    }
+
+    /// SentencePiece-BPE merges: every split of a normal piece into two known pieces, ranked by
+    /// the merged piece's score (higher first), then by id.
+    fn spm_merges(&self) -> Vec<Value> {
+        let index: HashMap<&str, usize> = self
+            .tokens
+            .iter()
+            .enumerate()
+            .rev()
+            .map(|(i, t)| (t.as_str(), i))
+            .collect();
+        let mut merges: Vec<(f32, usize, usize, usize)> = Vec::new();
+        for (id, piece) in self.tokens.iter().enumerate() {
+            if self.token_types.get(id).copied().unwrap_or(TOKEN_NORMAL) != TOKEN_NORMAL {
+                continue;
+            }
+            for (split, _) in piece.char_indices().skip(1) {
+                let (l, r) = piece.split_at(split);
+                if let (Some(&li), Some(&ri)) = (index.get(l), index.get(r)) {
+                    merges.push((self.scores.get(id).copied().unwrap_or(0.0), id, li, ri));
+                }
+            }
+        }
+        merges.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+        merges
+            .into_iter()
+            .map(|(_, _, l, r)| json!([self.tokens[l], self.tokens[r]]))
+            .collect()
+    }
+
+    /// Adds BOS (and EOS) around the text when the model asks for them.
+    fn post_processor(&self) -> Value {
+        let bos = self.bos_id.filter(|_| self.add_bos);
+        let eos = self.eos_id.filter(|_| self.add_eos);
+        let mut special = serde_json::Map::new();
+        let mut piece = |id: u32| {
+            let t = self.tokens[id as usize].clone();
+            special.insert(t.clone(), json!({"id": t, "ids": [id], "tokens": [t]}));
+            json!({"SpecialToken": {"id": t, "type_id": 0}})
+        };
+        let (bos, eos) = (bos.map(&mut piece), eos.map(&mut piece));
+        let seq = |id: &str, type_id: u32| json!({"Sequence": {"id": id, "type_id": type_id}});
+        let around = |inner: Value| bos.iter().cloned().chain([inner]).chain(eos.iter().cloned()).collect::<Vec<_>>();
+        let single = around(seq("A", 0));
+        let mut pair = single.clone();
+        pair.extend(around(seq("B", 1)));
+        json!({"type": "TemplateProcessing", "single": single, "pair": pair, "special_tokens": special})
+    }
+
+    /// The tokenizer as `tokenizer.json` text.
+    pub fn to_tokenizer_json(&self) -> Result<String, String> {
+        let unk = self.unk_id.map(|i| self.tokens[i as usize].clone());
+        let tokenizer = match self.model.as_str() {
+            "llama" | "gemma" | "gemma3" => {
+                let mut normalizers = Vec::new();
+                if self.add_space_prefix {
+                    normalizers.push(json!({"type": "Prepend", "prepend": SPACE}));
+                }
+                normalizers.push(json!({"type": "Replace", "pattern": {"String": " "}, "content": SPACE}));
+                let mut decoders = vec![
+                    json!({"type": "Replace", "pattern": {"String": SPACE}, "content": " "}),
+                    json!({"type": "ByteFallback"}),
+                    json!({"type": "Fuse"}),
+                ];
+                if self.add_space_prefix {
+                    decoders.push(json!({"type": "Strip", "content": " ", "start": 1, "stop": 0}));
+                }
+                json!({
+                    "version": "1.0",
+                    "truncation": null,
+                    "padding": null,
+                    "added_tokens": self.added_tokens(),
+                    "normalizer": {"type": "Sequence", "normalizers": normalizers},
+                    "pre_tokenizer": null,
+                    "post_processor": self.post_processor(),
+                    "decoder": {"type": "Sequence", "decoders": decoders},
+                    "model": {
+                        "type": "BPE",
+                        "dropout": null,
+                        "unk_token": unk,
+                        "continuing_subword_prefix": null,
+                        "end_of_word_suffix": null,
+                        "fuse_unk": true,
+                        "byte_fallback": true,
+                        "ignore_merges": false,
+                        "vocab": self.vocab_map(),
+                        "merges": self.spm_merges(),
+                    }
+                })
+            }
+            other => {
+                return Err(format!(
+                    "GGUF tokenizer model `{other}` cannot be converted by this version"
+                ))
+            }
+        };
+        serde_json::to_string(&tokenizer).map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokenizers::Tokenizer;
+
+    fn toy() -> GgufVocab {
+        let tokens: Vec<String> = ["<pad>", "<eos>", "<bos>", "<unk>", "<end_of_turn>", "▁", "a", "b", "▁a", "ab", "▁ab"]
+            .iter()
+            .map(|s| s.to_string())
+            .chain((0..=255u8).map(|b| format!("<0x{b:02X}>")))
+            .collect();
+        let n = tokens.len();
+        let mut types = vec![TOKEN_NORMAL; n];
+        for (i, t) in types.iter_mut().enumerate().take(5) {
+            *t = if i == 3 { TOKEN_UNKNOWN } else { TOKEN_CONTROL };
+        }
+        for t in types.iter_mut().skip(11) {
+            *t = TOKEN_BYTE;
+        }
+        let mut scores = vec![0.0f32; n];
+        scores[8] = -1.0; // "▁a"
+        scores[9] = -2.0; // "ab"
+        scores[10] = -0.5; // "▁ab"
+        GgufVocab {
+            model: "llama".into(),
+            tokens,
+            scores,
+            token_types: types,
+            merges: vec![],
+            bos_id: Some(2),
+            eos_id: Some(1),
+            unk_id: Some(3),
+            add_bos: true,
+            add_eos: false,
+            add_space_prefix: false,
+        }
+    }
+
+    #[test]
+    fn builds_a_working_bpe_with_byte_fallback() {
+        let v = toy();
+        let tok = Tokenizer::from_bytes(v.to_tokenizer_json().unwrap()).unwrap();
+        let ids = tok.encode(" ab a", true).unwrap().get_ids().to_vec();
+        assert_eq!(ids, vec![2, 10, 8]);
+        // "é" is not in the vocabulary: its two UTF-8 bytes become byte tokens.
+        let ids = tok.encode("é", false).unwrap().get_ids().to_vec();
+        assert_eq!(ids, vec![11 + 0xC3, 11 + 0xA9]);
+        assert_eq!(tok.decode(&ids, false).unwrap(), "é");
+        assert_eq!(tok.decode(&[10, 8], false).unwrap(), " ab a");
+    }
+
+    #[test]
+    fn end_of_generation_includes_end_of_turn() {
+        assert_eq!(toy().end_of_generation_ids(), vec![1, 4]);
+    }
+}

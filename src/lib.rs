@@ -1,0 +1,46 @@
+//! Native core of pcai-inference: loading, request building (`PcaiRequest`, our `RequestLike`),
+//! device choice, the token bridge and error mapping. Python holds the user-facing API.
+
+pub mod cpu;
+pub mod device;
+pub mod failure;
+pub mod generation;
+pub mod gguf_convert;
+pub mod gguf_header;
+pub mod gguf_tokenizer;
+pub(crate) mod logging_bridge;
+pub mod model;
+pub mod params;
+mod python_api;
+mod python_errors;
+pub mod request;
+pub mod runtime;
+pub mod sampling;
+pub mod text_stream;
+
+use pyo3::prelude::*;
+
+/// The exact mistralrs version this build pins (see Cargo.toml).
+pub const MISTRALRS_VERSION: &str = "0.8.1";
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    logging_bridge::install();
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("MISTRALRS_VERSION", MISTRALRS_VERSION)?;
+    m.add_class::<python_api::NativeModel>()?;
+    m.add_class::<python_api::NativeGeneration>()?;
+    m.add_function(wrap_pyfunction!(python_api::build_features, m)?)?;
+    m.add_function(wrap_pyfunction!(python_api::resolve_device_name, m)?)?;
+    m.add_function(wrap_pyfunction!(python_api::cpu_kernels, m)?)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn pinned_mistralrs_version_matches_cargo_toml() {
+        let toml = include_str!("../Cargo.toml");
+        assert!(toml.contains(&format!("mistralrs = \"={}\"", super::MISTRALRS_VERSION)));
+    }
+}

@@ -1,0 +1,415 @@
+//! A loaded model: the engine runner, our tokenizer handle and what we need to build requests.
+
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use either::Either;
+use indexmap::IndexMap;
+use mistralrs::core::{
+    AutoDeviceMapParams, DefaultSchedulerMethod, DeviceMapSetting, GGUFLoaderBuilder,
+    GGUFSpecificConfig, MistralRsBuilder, ModelDType, MultimodalLoaderBuilder,
+    MultimodalLoaderType, MultimodalSpecificConfig, TokenSource, TokenizationRequest,
+};
+use mistralrs::{
+    Constraint, Device, MessageContent, MistralRs, NormalRequest, Request, RequestLike, Response,
+    SchedulerConfig,
+};
+use tokenizers::Tokenizer;
+
+use crate::device::{resolve_device, DeviceRequest};
+use crate::failure::{catch_engine_panic, Failure, FailureKind, Outcome};
+use crate::generation::Generation;
+use crate::gguf_convert;
+use crate::gguf_header::{read_gguf_header, GgufSummary};
+use crate::params::{check_context, GenerationParams};
+use crate::request::{PcaiRequest, TapEvent, TokenTap};
+use crate::runtime::runtime;
+
+/// How many sequences the engine may run in one batch.
+const MAX_NUM_SEQS: usize = 32;
+
+pub struct LoadOptions {
+    pub device: DeviceRequest,
+    /// A Jinja chat template, as a path to a `.jinja`/`.json` file.
+    pub chat_template: Option<PathBuf>,
+}
+
+pub struct LoadedModel {
+    runner: Arc<MistralRs>,
+    tokenizer: Arc<Tokenizer>,
+    /// End-of-generation ids; the first is the one we force to end a sequence early.
+    eog_ids: Vec<u32>,
+    bos_id: Option<u32>,
+    add_bos: bool,
+    pub context_window: usize,
+    pub device: String,
+    pub model_path: PathBuf,
+    pub architecture: Option<String>,
+}
+
+/// Checks a local GGUF path the way a user needs it explained.
+fn check_gguf_path(path: &Path) -> Outcome<GgufSummary> {
+    if !path.exists() {
+        return Err(Failure::new(
+            FailureKind::ModelNotFound,
+            format!("no model file at {}; check the path", path.display()),
+        ));
+    }
+    if path.is_dir() {
+        let has_gguf = std::fs::read_dir(path)
+            .map(|d| d.flatten().any(|e| e.path().extension().is_some_and(|x| x == "gguf")))
+            .unwrap_or(false);
+        let hint = if has_gguf {
+            "it holds .gguf files: pass the path of one of them"
+        } else {
+            "it holds no .gguf model file"
+        };
+        return Err(Failure::new(
+            FailureKind::ModelFormat,
+            format!("{} is a folder, not a model file: {hint}", path.display()),
+        ));
+    }
+    read_gguf_header(path).map_err(|why| {
+        Failure::new(
+            FailureKind::ModelFormat,
+            format!("{} is not a usable GGUF model: {why}", path.display()),
+        )
+    })
+}
+
+type EnginePipeline = Arc<tokio::sync::Mutex<dyn mistralrs::core::Pipeline + Send + Sync>>;
+
+fn load_failure(path: &Path, e: impl std::fmt::Display) -> Failure {
+    Failure::new(
+        FailureKind::ModelFormat,
+        format!("the engine could not load {}: {e:#}", path.display()),
+    )
+}
+
+/// Loads a GGUF file whose architecture the engine's GGUF loader supports.
+fn load_engine_gguf(path: &Path, device: &Device, chat_template: Option<String>) -> Outcome<EnginePipeline> {
+    let dir = path.parent().unwrap_or(Path::new(".")).to_string_lossy().into_owned();
+    let file = path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    GGUFLoaderBuilder::new(
+        chat_template,
+        None,
+        dir,
+        vec![file],
+        GGUFSpecificConfig { topology: None },
+        false,
+        None,
+    )
+    .build()
+    .load_model_from_hf(
+        None,
+        TokenSource::None,
+        &ModelDType::Auto,
+        device,
+        true,
+        DeviceMapSetting::Auto(AutoDeviceMapParams::default_text()),
+        None,
+        None,
+    )
+    .map_err(|e| load_failure(path, e))
+}
+
+/// Loads a GGUF file through the engine's SafeTensors loader (see `gguf_convert`).
+fn load_converted_gguf(
+    path: &Path,
+    device: &Device,
+    chat_template: Option<String>,
+) -> Outcome<EnginePipeline> {
+    let converted = gguf_convert::convert_gemma3(path, &gguf_convert::cache_root())
+        .map_err(|e| Failure::new(FailureKind::ModelFormat, format!("{}: {e}", path.display())))?;
+    let config = MultimodalSpecificConfig {
+        topology: None,
+        write_uqff: None,
+        from_uqff: Some(vec![PathBuf::from(&converted.uqff_file)]),
+        max_edge: None,
+        imatrix: None,
+        calibration_file: None,
+        hf_cache_path: None,
+        matformer_config_path: None,
+        matformer_slice_name: None,
+        organization: Default::default(),
+    };
+    MultimodalLoaderBuilder::new(
+        config,
+        chat_template,
+        None,
+        Some(converted.dir.to_string_lossy().into_owned()),
+        None,
+    )
+    .build(Some(MultimodalLoaderType::Gemma3))
+    .load_model_from_hf(
+        None,
+        TokenSource::None,
+        &ModelDType::F32,
+        device,
+        true,
+        DeviceMapSetting::Auto(AutoDeviceMapParams::default_multimodal()),
+        None,
+        None,
+    )
+    .map_err(|e| load_failure(path, e))
+}
+
+impl LoadedModel {
+    /// Loads a local GGUF file. Blocking; call without the GIL.
+    pub fn load_gguf(path: &Path, options: LoadOptions) -> Outcome<Self> {
+        let summary = check_gguf_path(path)?;
+        let path = path
+            .canonicalize()
+            .map_err(|e| Failure::new(FailureKind::ModelNotFound, format!("{}: {e}", path.display())))?;
+        let (device, device_name) = resolve_device(options.device)?;
+        let chat_template = options
+            .chat_template
+            .as_ref()
+            .map(|p| p.to_string_lossy().into_owned());
+        let content = gguf_convert::read_content(&path)
+            .map_err(|e| Failure::new(FailureKind::ModelFormat, format!("{}: {e}", path.display())))?;
+        let vocab = gguf_convert::read_vocab(&content)
+            .map_err(|e| Failure::new(FailureKind::ModelFormat, format!("{}: {e}", path.display())))?;
+        drop(content);
+        let architecture = summary.architecture.clone().unwrap_or_default();
+
+        let pipeline = catch_engine_panic(FailureKind::ModelFormat, "loading the model", || {
+            if gguf_convert::needs_conversion(&architecture) {
+                load_converted_gguf(&path, &device, chat_template)
+            } else {
+                load_engine_gguf(&path, &device, chat_template)
+            }
+        })?;
+
+        let (engine_tokenizer, metadata) = {
+            let p = pipeline.blocking_lock();
+            (p.tokenizer(), p.get_metadata())
+        };
+        // Our own conversion of the GGUF vocabulary where we have one; the engine's otherwise.
+        let tokenizer = match vocab.to_tokenizer_json() {
+            Ok(json) => Arc::new(
+                Tokenizer::from_bytes(json.as_bytes())
+                    .map_err(|e| Failure::new(FailureKind::ModelFormat, format!("tokenizer: {e}")))?,
+            ),
+            Err(_) => engine_tokenizer.ok_or_else(|| {
+                Failure::new(
+                    FailureKind::ModelFormat,
+                    format!("{} has no tokenizer in its metadata", path.display()),
+                )
+            })?,
+        };
+        let mut eog_ids = vocab.end_of_generation_ids();
+        for id in &metadata.eos_tok {
+            if !eog_ids.contains(id) {
+                eog_ids.push(*id);
+            }
+        }
+        if eog_ids.is_empty() {
+            return Err(Failure::new(
+                FailureKind::ModelFormat,
+                format!("{} names no end-of-sequence token", path.display()),
+            ));
+        }
+        let context_window = metadata.max_seq_len;
+
+        let scheduler = SchedulerConfig::DefaultScheduler {
+            method: DefaultSchedulerMethod::Fixed(NonZeroUsize::new(MAX_NUM_SEQS).expect("non-zero")),
+        };
+        let runner = runtime().block_on(
+            MistralRsBuilder::new(pipeline, scheduler, false, None)
+                .with_no_kv_cache(false)
+                .with_prefix_cache_n(16)
+                .build(),
+        );
+        Ok(Self {
+            runner,
+            tokenizer,
+            eog_ids,
+            bos_id: vocab.bos_id,
+            add_bos: vocab.add_bos,
+            context_window,
+            device: device_name,
+            model_path: path,
+            architecture: summary.architecture,
+        })
+    }
+
+    pub fn tokenizer(&self) -> &Arc<Tokenizer> {
+        &self.tokenizer
+    }
+
+    pub fn eog_ids(&self) -> &[u32] {
+        &self.eog_ids
+    }
+
+    /// Token ids of `text`; with `add_special_tokens` the model's BOS comes first when the
+    /// model asks for one.
+    pub fn tokenize(&self, text: &str, add_special_tokens: bool) -> Outcome<Vec<u32>> {
+        let enc = self
+            .tokenizer
+            .encode_fast(text, add_special_tokens)
+            .map_err(|e| Failure::invalid(format!("cannot tokenize the text: {e}")))?;
+        let mut ids = enc.get_ids().to_vec();
+        if add_special_tokens && self.add_bos {
+            if let Some(bos) = self.bos_id {
+                if ids.first() != Some(&bos) {
+                    ids.insert(0, bos);
+                }
+            }
+        }
+        Ok(ids)
+    }
+
+    pub fn detokenize(&self, ids: &[u32], skip_special_tokens: bool) -> Outcome<String> {
+        let vocab = self.tokenizer.get_vocab_size(true) as u32;
+        if let Some(bad) = ids.iter().find(|&&i| i >= vocab) {
+            return Err(Failure::invalid(format!(
+                "token id {bad} is outside the vocabulary (0..{vocab})"
+            )));
+        }
+        self.tokenizer
+            .decode(ids, skip_special_tokens)
+            .map_err(|e| Failure::invalid(format!("cannot decode the tokens: {e}")))
+    }
+
+    /// Renders chat messages with the model's chat template and tokenizes them.
+    pub fn chat_prompt(&self, messages: Vec<IndexMap<String, MessageContent>>) -> Outcome<Vec<u32>> {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+        let request = Request::Tokenize(TokenizationRequest {
+            text: Either::Left(messages),
+            tools: None,
+            add_generation_prompt: true,
+            add_special_tokens: false,
+            enable_thinking: None,
+            reasoning_effort: None,
+            response: tx,
+        });
+        let sender = self.sender()?;
+        runtime().block_on(async move {
+            sender
+                .send(request)
+                .await
+                .map_err(|_| engine_gone())?;
+            match rx.recv().await {
+                Some(Ok(ids)) => Ok(ids),
+                Some(Err(e)) => Err(Failure::invalid(format!(
+                    "cannot apply the chat template: {e:#}. A model without a chat template needs \
+                     one: pass chat_template=... to load_model"
+                ))),
+                None => Err(engine_gone()),
+            }
+        })
+    }
+
+    fn sender(&self) -> Outcome<tokio::sync::mpsc::Sender<Request>> {
+        self.runner.get_sender(None).map_err(|_| engine_gone())
+    }
+
+    /// Submits a generation and returns its reader at once.
+    pub fn start(&self, prompt_ids: Vec<u32>, params: GenerationParams) -> Outcome<Generation> {
+        params.validate().map_err(Failure::invalid)?;
+        check_context(prompt_ids.len(), self.context_window).map_err(Failure::invalid)?;
+        let vocab = self.tokenizer.get_vocab_size(true) as u32;
+        if let Some(bad) = prompt_ids.iter().find(|&&i| i >= vocab) {
+            return Err(Failure::invalid(format!(
+                "prompt token id {bad} is outside the vocabulary (0..{vocab})"
+            )));
+        }
+        let seed = params.seed.unwrap_or_else(fresh_seed);
+        let (events_tx, events_rx) = std::sync::mpsc::channel();
+        let tap = Arc::new(TokenTap::new(
+            &params,
+            seed,
+            prompt_ids.len(),
+            self.eog_ids[0],
+            events_tx.clone(),
+        ));
+        let mut req = PcaiRequest::new(prompt_ids.clone(), &params, self.eog_ids.clone(), tap.clone());
+        let (resp_tx, mut resp_rx) = tokio::sync::mpsc::channel(4);
+        let engine_request = Request::Normal(Box::new(NormalRequest {
+            messages: req.take_messages(),
+            sampling_params: req.take_sampling_params(),
+            response: resp_tx,
+            return_logprobs: req.return_logprobs(),
+            is_streaming: false,
+            id: self.runner.next_request_id(),
+            constraint: Constraint::None,
+            suffix: None,
+            tools: None,
+            tool_choice: None,
+            logits_processors: req.take_logits_processors(),
+            return_raw_logits: false,
+            web_search_options: None,
+            model_id: None,
+            truncate_sequence: false,
+        }));
+        let sender = self.sender()?;
+        runtime().spawn(async move {
+            if sender.send(engine_request).await.is_err() {
+                let _ = events_tx.send(TapEvent::EngineFailed {
+                    message: engine_gone().message,
+                    invalid_request: false,
+                });
+                return;
+            }
+            let event = match resp_rx.recv().await {
+                Some(Response::CompletionDone(r)) => TapEvent::EngineDone {
+                    reason: r.choices.first().map(|c| c.finish_reason.clone()).unwrap_or_default(),
+                },
+                Some(Response::ValidationError(e)) => TapEvent::EngineFailed {
+                    message: e.to_string(),
+                    invalid_request: true,
+                },
+                Some(Response::InternalError(e)) => TapEvent::EngineFailed {
+                    message: e.to_string(),
+                    invalid_request: false,
+                },
+                Some(Response::CompletionModelError(msg, _)) | Some(Response::ModelError(msg, _)) => {
+                    TapEvent::EngineFailed {
+                        message: msg,
+                        invalid_request: false,
+                    }
+                }
+                Some(_) => TapEvent::EngineFailed {
+                    message: "the engine sent an unexpected response".into(),
+                    invalid_request: false,
+                },
+                None => TapEvent::EngineFailed {
+                    message: engine_gone().message,
+                    invalid_request: false,
+                },
+            };
+            let _ = events_tx.send(event);
+        });
+        Ok(Generation::new(
+            events_rx,
+            tap,
+            self.tokenizer.clone(),
+            self.eog_ids.clone(),
+            &prompt_ids,
+            params,
+        ))
+    }
+}
+
+fn engine_gone() -> Failure {
+    Failure::generation(
+        "the engine has stopped (it failed earlier or the model was unloaded); load the model again",
+    )
+}
+
+fn fresh_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.finish()
+}

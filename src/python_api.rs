@@ -1,0 +1,269 @@
+//! The classes of `pcai_inference._core`. Inputs are made owned before the GIL is released;
+//! every engine call runs without the GIL; every failure becomes a `PcaiError` subclass.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use either::Either;
+use indexmap::IndexMap;
+use mistralrs::MessageContent;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use crate::device::{compiled_features, parse_device, resolve_device};
+use crate::failure::{catch_engine_panic, Failure, FailureKind};
+use crate::generation::{Finished, Generation, Step};
+use crate::model::{LoadOptions, LoadedModel};
+use crate::params::GenerationParams;
+use crate::python_errors::IntoPyResult;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock was already turned into an exception; the data is
+    // still consistent enough to read or to report the failure again.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn not_loaded() -> Failure {
+    Failure::new(
+        FailureKind::ModelNotLoaded,
+        "no model is loaded (it was never loaded or has been unloaded); call load_model() first",
+    )
+}
+
+/// A loaded model in the engine.
+#[pyclass(frozen, name = "NativeModel", module = "pcai_inference._core")]
+pub struct NativeModel {
+    model: Mutex<Option<Arc<LoadedModel>>>,
+}
+
+impl NativeModel {
+    fn get(&self) -> PyResult<Arc<LoadedModel>> {
+        lock(&self.model).clone().ok_or_else(not_loaded).py()
+    }
+}
+
+fn finished_dict<'py>(py: Python<'py>, f: &Finished) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("finish_reason", f.reason.as_str())?;
+    d.set_item("tokens_generated", f.tokens_generated)?;
+    d.set_item("prompt_tokens", f.prompt_tokens)?;
+    d.set_item("prompt_seconds", f.prompt_seconds)?;
+    d.set_item("decode_seconds", f.decode_seconds)?;
+    d.set_item("total_seconds", f.total_seconds)?;
+    Ok(d)
+}
+
+/// Chat messages as the engine takes them, from `[{"role": ..., "content": str | [parts]}]`.
+fn engine_messages(json: &str) -> Result<Vec<IndexMap<String, MessageContent>>, Failure> {
+    let value: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| Failure::invalid(format!("messages are not valid JSON: {e}")))?;
+    let list = value
+        .as_array()
+        .ok_or_else(|| Failure::invalid("messages must be a list"))?;
+    list.iter()
+        .map(|m| {
+            let obj = m
+                .as_object()
+                .ok_or_else(|| Failure::invalid("each message must be an object with role and content"))?;
+            obj.iter()
+                .map(|(k, v)| {
+                    let content = match v {
+                        serde_json::Value::String(s) => Either::Left(s.clone()),
+                        serde_json::Value::Array(parts) => Either::Right(
+                            parts
+                                .iter()
+                                .map(|p| {
+                                    p.as_object()
+                                        .map(|o| o.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                                        .ok_or_else(|| Failure::invalid("each content part must be an object"))
+                                })
+                                .collect::<Result<Vec<_>, _>>()?,
+                        ),
+                        other => Either::Left(other.to_string()),
+                    };
+                    Ok((k.clone(), content))
+                })
+                .collect()
+        })
+        .collect()
+}
+
+#[pymethods]
+impl NativeModel {
+    /// Loads a local GGUF file.
+    #[staticmethod]
+    #[pyo3(signature = (path, device = "auto", chat_template = None))]
+    fn load_gguf(py: Python<'_>, path: PathBuf, device: &str, chat_template: Option<PathBuf>) -> PyResult<Self> {
+        let device = parse_device(device).py()?;
+        crate::logging_bridge::refresh_level(py);
+        let model = py
+            .detach(|| {
+                catch_engine_panic(FailureKind::ModelFormat, "loading the model", || {
+                    LoadedModel::load_gguf(&path, LoadOptions { device, chat_template })
+                })
+            })
+            .py()?;
+        Ok(Self {
+            model: Mutex::new(Some(Arc::new(model))),
+        })
+    }
+
+    #[getter]
+    fn device(&self) -> PyResult<String> {
+        Ok(self.get()?.device.clone())
+    }
+
+    #[getter]
+    fn context_window(&self) -> PyResult<usize> {
+        Ok(self.get()?.context_window)
+    }
+
+    #[getter]
+    fn model_path(&self) -> PyResult<PathBuf> {
+        Ok(self.get()?.model_path.clone())
+    }
+
+    #[getter]
+    fn architecture(&self) -> PyResult<Option<String>> {
+        Ok(self.get()?.architecture.clone())
+    }
+
+    #[getter]
+    fn eog_ids(&self) -> PyResult<Vec<u32>> {
+        Ok(self.get()?.eog_ids().to_vec())
+    }
+
+    #[getter]
+    fn is_loaded(&self) -> bool {
+        lock(&self.model).is_some()
+    }
+
+    #[pyo3(signature = (text, add_special_tokens = true))]
+    fn tokenize(&self, py: Python<'_>, text: String, add_special_tokens: bool) -> PyResult<Vec<u32>> {
+        let model = self.get()?;
+        py.detach(|| model.tokenize(&text, add_special_tokens)).py()
+    }
+
+    #[pyo3(signature = (ids, skip_special_tokens = false))]
+    fn detokenize(&self, py: Python<'_>, ids: Vec<u32>, skip_special_tokens: bool) -> PyResult<String> {
+        let model = self.get()?;
+        py.detach(|| model.detokenize(&ids, skip_special_tokens)).py()
+    }
+
+    /// Token ids of chat messages (a JSON list) rendered with the model's chat template.
+    fn chat_prompt(&self, py: Python<'_>, messages_json: String) -> PyResult<Vec<u32>> {
+        let model = self.get()?;
+        py.detach(|| {
+            let messages = engine_messages(&messages_json)?;
+            catch_engine_panic(FailureKind::InvalidRequest, "applying the chat template", || {
+                model.chat_prompt(messages)
+            })
+        })
+        .py()
+    }
+
+    /// Starts a generation and returns its reader at once.
+    #[pyo3(signature = (prompt_ids, *, max_tokens, temperature, top_p, top_k, min_p, stop, seed,
+                        repetition_penalty, presence_penalty, frequency_penalty))]
+    #[allow(clippy::too_many_arguments)]
+    fn start(
+        &self,
+        py: Python<'_>,
+        prompt_ids: Vec<u32>,
+        max_tokens: usize,
+        temperature: f64,
+        top_p: f64,
+        top_k: usize,
+        min_p: f64,
+        stop: Vec<String>,
+        seed: Option<u64>,
+        repetition_penalty: f32,
+        presence_penalty: f32,
+        frequency_penalty: f32,
+    ) -> PyResult<NativeGeneration> {
+        let model = self.get()?;
+        crate::logging_bridge::refresh_level(py);
+        let params = GenerationParams {
+            max_tokens,
+            temperature,
+            top_p,
+            top_k,
+            min_p,
+            stop,
+            seed,
+            repetition_penalty,
+            presence_penalty,
+            frequency_penalty,
+        };
+        let generation = py.detach(|| model.start(prompt_ids, params)).py()?;
+        Ok(NativeGeneration {
+            inner: Mutex::new(generation),
+        })
+    }
+
+    /// Stops the engine and frees the model. Generations still running end with an error.
+    fn unload(&self, py: Python<'_>) {
+        let model = lock(&self.model).take();
+        py.detach(move || drop(model));
+    }
+}
+
+/// One running generation.
+#[pyclass(frozen, name = "NativeGeneration", module = "pcai_inference._core")]
+pub struct NativeGeneration {
+    inner: Mutex<Generation>,
+}
+
+#[pymethods]
+impl NativeGeneration {
+    /// Waits up to `timeout` seconds. Returns None if nothing arrived, `(text, None)` for new
+    /// text, and `(text, figures)` at the end.
+    fn next<'py>(&self, py: Python<'py>, timeout: f64) -> PyResult<Option<(String, Option<Bound<'py, PyDict>>)>> {
+        let timeout = Duration::from_secs_f64(timeout.clamp(0.0, 3600.0));
+        let step = py.detach(|| lock(&self.inner).next_step(timeout)).py()?;
+        Ok(match step {
+            Step::Pending => None,
+            Step::Text(t) => Some((t, None)),
+            Step::Done(t, f) => Some((t, Some(finished_dict(py, &f)?))),
+        })
+    }
+
+    /// Stops the generation. Returns the figures if it was still running, else None.
+    fn cancel<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let finished = py.detach(|| lock(&self.inner).cancel());
+        finished.map(|f| finished_dict(py, &f)).transpose()
+    }
+
+    /// After the end, waits up to `timeout` seconds for the engine to release the sequence;
+    /// returns how many tokens it sampled for this request in total, or None if still running.
+    fn wait_engine_release(&self, py: Python<'_>, timeout: f64) -> Option<usize> {
+        let timeout = Duration::from_secs_f64(timeout.clamp(0.0, 3600.0));
+        py.detach(|| lock(&self.inner).wait_engine_release(timeout))
+    }
+
+    #[getter]
+    fn done(&self) -> bool {
+        lock(&self.inner).is_done()
+    }
+}
+
+/// The features this build was compiled with (`cuda`, `metal`, ...).
+#[pyfunction]
+pub fn build_features() -> Vec<&'static str> {
+    compiled_features()
+}
+
+/// The device a spec (`"auto"`, `"cpu"`, `"cuda:N"`, `"metal"`) resolves to on this machine;
+/// raises `DeviceError` when this build or machine cannot use it.
+#[pyfunction]
+pub fn resolve_device_name(py: Python<'_>, spec: &str) -> PyResult<String> {
+    let request = parse_device(spec).py()?;
+    py.detach(|| resolve_device(request).map(|(_, name)| name)).py()
+}
+
+/// CPU instruction sets the kernels were compiled for, and whether this CPU has them.
+#[pyfunction]
+pub fn cpu_kernels() -> Vec<(&'static str, bool, bool)> {
+    crate::cpu::kernel_features()
+}

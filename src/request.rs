@@ -1,0 +1,245 @@
+//! Our request type for the engine: `PcaiRequest` implements mistralrs's `RequestLike`.
+//!
+//! Every request reaches the engine as prompt token ids that we produced, with the engine's
+//! own sampler reduced to an argmax over logits that our `TokenTap` has already decided. The
+//! engine still applies the penalties (they need the token history it keeps) and runs the
+//! model; choosing, counting, decoding and stopping are ours, so they behave the same for
+//! every model and every batch.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use indexmap::IndexMap;
+use mistralrs::{
+    Constraint, CustomLogitsProcessor, MessageContent, RequestLike, RequestMessage,
+    SamplingParams, StopTokens, Tensor, Tool, ToolChoice, WebSearchOptions,
+};
+
+use crate::params::GenerationParams;
+use crate::sampling::{pick, PickSettings};
+
+/// What the engine side of a generation reports to the reader.
+#[derive(Debug)]
+pub enum TapEvent {
+    /// The token chosen for the next position.
+    Token(u32),
+    /// The engine finished the sequence; `reason` is its own finish reason.
+    EngineDone { reason: String },
+    /// The engine failed; the message is the engine's.
+    EngineFailed { message: String, invalid_request: bool },
+}
+
+/// The logits processor that picks every token of one request and reports it.
+pub struct TokenTap {
+    settings: PickSettings,
+    prompt_len: usize,
+    /// Forced when the reader wants the sequence to end (stop string, cancel): the engine
+    /// treats it as end-of-sequence and frees the sequence after one more step at most.
+    stop_token: u32,
+    stop_requested: AtomicBool,
+    first_token_at: OnceLock<Instant>,
+    events: Sender<TapEvent>,
+}
+
+impl TokenTap {
+    pub fn new(
+        params: &GenerationParams,
+        seed: u64,
+        prompt_len: usize,
+        stop_token: u32,
+        events: Sender<TapEvent>,
+    ) -> Self {
+        Self {
+            settings: PickSettings {
+                temperature: params.temperature,
+                top_k: params.top_k,
+                top_p: params.top_p,
+                min_p: params.min_p,
+                seed,
+            },
+            prompt_len,
+            stop_token,
+            stop_requested: AtomicBool::new(false),
+            first_token_at: OnceLock::new(),
+            events,
+        }
+    }
+
+    /// Asks the engine to end this sequence at its next step.
+    pub fn request_stop(&self) {
+        self.stop_requested.store(true, Ordering::Release);
+    }
+
+    /// When the first token was chosen, i.e. when prompt processing ended.
+    pub fn first_token_at(&self) -> Option<Instant> {
+        self.first_token_at.get().copied()
+    }
+
+    fn choose(&self, logits: &[f32], context: &[u32]) -> u32 {
+        if self.stop_requested.load(Ordering::Acquire) {
+            return self.stop_token;
+        }
+        let step = context.len().saturating_sub(self.prompt_len);
+        pick(logits, &self.settings, step).unwrap_or(self.stop_token)
+    }
+}
+
+impl CustomLogitsProcessor for TokenTap {
+    fn apply(&self, logits: &Tensor, context: &[u32]) -> mistralrs::Result<Tensor> {
+        let mut values: Vec<f32> = logits.to_dtype(mistralrs::DType::F32)?.to_vec1()?;
+        let n = values.len();
+        let mut token = self.choose(&values, context);
+        if token as usize >= n {
+            token = self.stop_token.min(n as u32 - 1);
+        }
+        let _ = self.first_token_at.set(Instant::now());
+        // A reader that went away has nothing to receive; the sequence ends at the next step.
+        if self.events.send(TapEvent::Token(token)).is_err() {
+            self.request_stop();
+        }
+        values.fill(f32::NEG_INFINITY);
+        values[token as usize] = 0.0;
+        Tensor::from_vec(values, n, logits.device())
+    }
+}
+
+/// A text-generation request in the form the engine takes (`RequestLike`).
+pub struct PcaiRequest {
+    prompt_ids: Vec<u32>,
+    sampling: SamplingParams,
+    tap: Arc<TokenTap>,
+}
+
+impl PcaiRequest {
+    /// `stop_ids` are the model's end-of-generation ids; the engine ends the sequence on them.
+    pub fn new(
+        prompt_ids: Vec<u32>,
+        params: &GenerationParams,
+        stop_ids: Vec<u32>,
+        tap: Arc<TokenTap>,
+    ) -> Self {
+        Self {
+            prompt_ids,
+            sampling: engine_sampling(params, stop_ids),
+            tap,
+        }
+    }
+}
+
+/// The engine-side sampling settings: penalties and limits only; token choice is the tap's.
+pub fn engine_sampling(params: &GenerationParams, stop_ids: Vec<u32>) -> SamplingParams {
+    let mut s = SamplingParams::neutral();
+    s.max_len = Some(params.max_tokens);
+    s.repetition_penalty = Some(params.repetition_penalty);
+    s.presence_penalty = Some(params.presence_penalty);
+    s.frequency_penalty = Some(params.frequency_penalty);
+    s.stop_toks = (!stop_ids.is_empty()).then_some(StopTokens::Ids(stop_ids));
+    s
+}
+
+impl RequestLike for PcaiRequest {
+    fn messages_ref(&self) -> &[IndexMap<String, MessageContent>] {
+        &[]
+    }
+    fn images_ref(&self) -> &[image::DynamicImage] {
+        &[]
+    }
+    fn take_messages(&mut self) -> RequestMessage {
+        RequestMessage::CompletionTokens(std::mem::take(&mut self.prompt_ids))
+    }
+    fn take_logits_processors(&mut self) -> Option<Vec<Arc<dyn CustomLogitsProcessor>>> {
+        Some(vec![self.tap.clone() as Arc<dyn CustomLogitsProcessor>])
+    }
+    fn take_adapters(&mut self) -> Option<Vec<String>> {
+        None
+    }
+    fn return_logprobs(&self) -> bool {
+        false
+    }
+    fn enable_search(&self) -> Option<bool> {
+        None
+    }
+    fn take_constraint(&mut self) -> Constraint {
+        Constraint::None
+    }
+    fn take_tools(&mut self) -> Option<(Vec<Tool>, ToolChoice)> {
+        None
+    }
+    fn take_sampling_params(&mut self) -> SamplingParams {
+        self.sampling.clone()
+    }
+    fn take_web_search_options(&mut self) -> Option<WebSearchOptions> {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc::channel;
+
+    fn tap(params: &GenerationParams, prompt_len: usize) -> (Arc<TokenTap>, std::sync::mpsc::Receiver<TapEvent>) {
+        let (tx, rx) = channel();
+        (Arc::new(TokenTap::new(params, 1, prompt_len, 1, tx)), rx)
+    }
+
+    #[test]
+    fn request_carries_tokens_sampling_and_the_tap() {
+        let params = GenerationParams {
+            max_tokens: 7,
+            repetition_penalty: 1.3,
+            presence_penalty: 0.5,
+            frequency_penalty: 0.25,
+            ..Default::default()
+        };
+        let (t, _rx) = tap(&params, 3);
+        let mut req = PcaiRequest::new(vec![2, 10, 11], &params, vec![1, 106], t);
+        match req.take_messages() {
+            RequestMessage::CompletionTokens(ids) => assert_eq!(ids, vec![2, 10, 11]),
+            other => panic!("unexpected {other:?}"),
+        }
+        let s = req.take_sampling_params();
+        assert_eq!(s.max_len, Some(7));
+        assert_eq!(s.repetition_penalty, Some(1.3));
+        assert_eq!(s.presence_penalty, Some(0.5));
+        assert_eq!(s.frequency_penalty, Some(0.25));
+        assert!(s.temperature.is_none() && s.top_k.is_none() && s.top_p.is_none());
+        assert!(matches!(s.stop_toks, Some(StopTokens::Ids(ref ids)) if ids == &vec![1, 106]));
+        assert_eq!(req.take_logits_processors().map(|p| p.len()), Some(1));
+    }
+
+    #[test]
+    fn tap_picks_reports_and_masks() {
+        let params = GenerationParams { temperature: 0.0, ..Default::default() };
+        let (t, rx) = tap(&params, 2);
+        let logits = Tensor::new(&[0.1f32, 0.2, 3.0, 0.5], &mistralrs::Device::Cpu).unwrap();
+        let out: Vec<f32> = t.apply(&logits, &[5, 6]).unwrap().to_vec1().unwrap();
+        assert_eq!(out, vec![f32::NEG_INFINITY, f32::NEG_INFINITY, 0.0, f32::NEG_INFINITY]);
+        assert!(matches!(rx.try_recv(), Ok(TapEvent::Token(2))));
+        assert!(t.first_token_at().is_some());
+    }
+
+    #[test]
+    fn a_stop_request_forces_the_stop_token() {
+        let params = GenerationParams { temperature: 0.0, ..Default::default() };
+        let (t, rx) = tap(&params, 1);
+        t.request_stop();
+        let logits = Tensor::new(&[0.1f32, 0.2, 3.0], &mistralrs::Device::Cpu).unwrap();
+        let out: Vec<f32> = t.apply(&logits, &[5]).unwrap().to_vec1().unwrap();
+        assert_eq!(out[1], 0.0);
+        assert!(matches!(rx.try_recv(), Ok(TapEvent::Token(1))));
+    }
+
+    #[test]
+    fn a_gone_reader_stops_the_sequence() {
+        let params = GenerationParams { temperature: 0.0, ..Default::default() };
+        let (t, rx) = tap(&params, 1);
+        drop(rx);
+        let logits = Tensor::new(&[0.1f32, 5.0, 3.0], &mistralrs::Device::Cpu).unwrap();
+        t.apply(&logits, &[5]).unwrap();
+        let out: Vec<f32> = t.apply(&logits, &[5, 1]).unwrap().to_vec1().unwrap();
+        assert_eq!(out[1], 0.0);
+    }
+}

@@ -1,0 +1,61 @@
+"""Chat: the model's template, a template given at load time, and no template at all."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pcai_inference import BackendType, ChatMessage, FinishReason, InferenceBackend, InvalidRequestError, TextPart
+
+GEMMA_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<start_of_turn>{{ 'model' if m['role'] == 'assistant' else m['role'] }}\n"
+    "{% if m['content'] is string %}{{ m['content'] }}{% else %}{% for p in m['content'] %}{{ p['text'] }}"
+    "{% endfor %}{% endif %}<end_of_turn>\n{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
+
+
+def test_chat_without_a_template_says_how_to_fix_it(backend: InferenceBackend) -> None:
+    with pytest.raises(InvalidRequestError, match="chat_template"):
+        backend.chat([{"role": "user", "content": "Hi"}], max_tokens=4)
+
+
+@pytest.fixture(scope="module")
+def chat_backend(model_path: Path) -> InferenceBackend:
+    b = BackendType.MISTRALRS.create(device="cpu")
+    b.load_model(model_path, chat_template=GEMMA_TEMPLATE)
+    return b
+
+
+def test_chat_with_a_template_string(chat_backend: InferenceBackend) -> None:
+    r = chat_backend.chat([{"role": "user", "content": "Hi"}], max_tokens=8, temperature=0.0)
+    assert r.tokens_generated >= 1 and r.finish_reason in (FinishReason.LENGTH, FinishReason.STOP)
+    # The rendered prompt: BOS + turn markers + text, as the template says.
+    rendered = "<start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\n"
+    assert r.prompt_tokens == len(chat_backend.tokenize(rendered, add_special_tokens=True))
+
+
+def test_chat_messages_as_parts_and_dataclasses(chat_backend: InferenceBackend) -> None:
+    a = chat_backend.chat([ChatMessage("user", [TextPart("Hi")])], max_tokens=8, temperature=0.0)
+    b = chat_backend.chat([{"role": "user", "content": "Hi"}], max_tokens=8, temperature=0.0)
+    assert a.text == b.text and a.prompt_tokens == b.prompt_tokens
+
+
+def test_chat_template_from_a_file(model_path: Path, tmp_path: Path) -> None:
+    f = tmp_path / "template.txt"
+    f.write_text(GEMMA_TEMPLATE)
+    b = BackendType.MISTRALRS.create(device="cpu")
+    b.load_model(model_path, chat_template=str(f))
+    assert b.chat([{"role": "user", "content": "Hi"}], max_tokens=4, temperature=0.0).tokens_generated >= 1
+    b.unload()
+
+
+def test_bad_messages() -> None:
+    from pcai_inference import GenerateRequest
+
+    with pytest.raises(InvalidRequestError, match="role"):
+        GenerateRequest(messages=({"content": "x"},))  # type: ignore[arg-type]
+    with pytest.raises(InvalidRequestError, match="empty"):
+        GenerateRequest(messages=())
+    with pytest.raises(InvalidRequestError, match="content part"):
+        GenerateRequest(messages=({"role": "user", "content": [{"type": "video", "url": "x"}]},))  # type: ignore[arg-type]

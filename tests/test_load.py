@@ -1,0 +1,120 @@
+"""Loading: the real model, and every wrong thing a user can hand to load_model()."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pcai_inference import (
+    BackendType,
+    InferenceBackend,
+    ModelFormatError,
+    ModelNotFoundError,
+    ModelNotLoadedError,
+    PcaiError,
+)
+
+
+def test_loaded_model_reports_itself(backend: InferenceBackend, model_path: Path) -> None:
+    assert backend.is_loaded
+    assert backend.device == "cpu"
+    assert backend.model_path == model_path.resolve()  # type: ignore[attr-defined]
+    assert backend.context_window >= 2048  # type: ignore[attr-defined]
+
+
+def test_missing_file_names_the_path(tmp_path: Path) -> None:
+    b = BackendType.MISTRALRS.create(device="cpu")
+    missing = tmp_path / "nope" / "model.gguf"
+    with pytest.raises(ModelNotFoundError) as e:
+        b.load_model(missing)
+    assert str(missing) in str(e.value)
+    assert isinstance(e.value, PcaiError) and isinstance(e.value, FileNotFoundError)
+
+
+def _load_error(path: Path) -> ModelFormatError:
+    b = BackendType.MISTRALRS.create(device="cpu")
+    with pytest.raises(ModelFormatError) as e:
+        b.load_model(path)
+    assert not b.is_loaded
+    return e.value
+
+
+def test_not_a_gguf_file(tmp_path: Path) -> None:
+    p = tmp_path / "notes.txt"
+    p.write_text("hello, this is not a model\n" * 10)
+    assert "not a GGUF file" in str(_load_error(p))
+
+
+def test_wrong_magic(tmp_path: Path, model_path: Path) -> None:
+    p = tmp_path / "bad-magic.gguf"
+    with model_path.open("rb") as src:
+        head = bytearray(src.read(1 << 20))
+    head[:4] = b"GGML"
+    p.write_bytes(bytes(head))
+    assert "not a GGUF file" in str(_load_error(p))
+
+
+def test_random_bytes(tmp_path: Path) -> None:
+    p = tmp_path / "random.gguf"
+    p.write_bytes(os.urandom(1 << 16))
+    _load_error(p)
+
+
+def test_empty_file(tmp_path: Path) -> None:
+    p = tmp_path / "empty.gguf"
+    p.write_bytes(b"")
+    assert "too short" in str(_load_error(p))
+
+
+@pytest.mark.parametrize("keep", [8, 1 << 10, 1 << 20, 100 << 20])
+def test_truncated_real_model(tmp_path: Path, model_path: Path, keep: int) -> None:
+    p = tmp_path / f"truncated-{keep}.gguf"
+    with model_path.open("rb") as src, p.open("wb") as dst:
+        dst.write(src.read(keep))
+    message = str(_load_error(p))
+    assert str(p) in message
+
+
+def test_garbage_after_a_valid_header_start(tmp_path: Path, model_path: Path) -> None:
+    p = tmp_path / "garbage.gguf"
+    with model_path.open("rb") as src:
+        head = src.read(24)
+    p.write_bytes(head + os.urandom(1 << 16))
+    _load_error(p)
+
+
+def test_folder_without_model_files(tmp_path: Path) -> None:
+    (tmp_path / "README.md").write_text("empty")
+    assert "no .gguf model file" in str(_load_error(tmp_path))
+
+
+def test_folder_with_a_gguf_says_which_to_pass(tmp_path: Path, model_path: Path) -> None:
+    os.symlink(model_path, tmp_path / "model.gguf")
+    assert "pass the path of one" in str(_load_error(tmp_path))
+
+
+def test_generate_without_a_model() -> None:
+    b = BackendType.MISTRALRS.create(device="cpu")
+    with pytest.raises(ModelNotLoadedError):
+        b.generate("hello", max_tokens=2)
+
+
+def test_unload_then_generate_then_reload(model_path: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "copy" / model_path.name
+    copy.parent.mkdir()
+    shutil.copyfile(model_path, copy)
+    with BackendType.MISTRALRS.create(device="cpu") as b:
+        b.load_model(copy)
+        first = b.generate("Hello", max_tokens=4, temperature=0.0).text
+        b.unload()
+        assert not b.is_loaded
+        with pytest.raises(ModelNotLoadedError):
+            b.generate("Hello", max_tokens=4)
+        with pytest.raises(ModelNotLoadedError):
+            b.tokenize("Hello")
+        b.load_model(copy)
+        assert b.generate("Hello", max_tokens=4, temperature=0.0).text == first
+    assert not b.is_loaded
