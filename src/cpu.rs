@@ -6,15 +6,35 @@ pub fn kernel_features() -> Vec<(&'static str, bool, bool)> {
     #[cfg(target_arch = "x86_64")]
     {
         vec![
-            ("avx", cfg!(target_feature = "avx"), std::arch::is_x86_feature_detected!("avx")),
-            ("avx2", cfg!(target_feature = "avx2"), std::arch::is_x86_feature_detected!("avx2")),
-            ("fma", cfg!(target_feature = "fma"), std::arch::is_x86_feature_detected!("fma")),
-            ("f16c", cfg!(target_feature = "f16c"), std::arch::is_x86_feature_detected!("f16c")),
+            (
+                "avx",
+                cfg!(target_feature = "avx"),
+                std::arch::is_x86_feature_detected!("avx"),
+            ),
+            (
+                "avx2",
+                cfg!(target_feature = "avx2"),
+                std::arch::is_x86_feature_detected!("avx2"),
+            ),
+            (
+                "fma",
+                cfg!(target_feature = "fma"),
+                std::arch::is_x86_feature_detected!("fma"),
+            ),
+            (
+                "f16c",
+                cfg!(target_feature = "f16c"),
+                std::arch::is_x86_feature_detected!("f16c"),
+            ),
         ]
     }
     #[cfg(target_arch = "aarch64")]
     {
-        vec![("neon", cfg!(target_feature = "neon"), std::arch::is_aarch64_feature_detected!("neon"))]
+        vec![(
+            "neon",
+            cfg!(target_feature = "neon"),
+            std::arch::is_aarch64_feature_detected!("neon"),
+        )]
     }
     #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     {

@@ -35,7 +35,9 @@ pub fn parse_device(spec: &str) -> Outcome<DeviceRequest> {
         ("metal", i) => Ok(DeviceRequest::Metal(i.unwrap_or(0))),
         _ => Err(Failure::new(
             FailureKind::Device,
-            format!("unknown device `{spec}`; use \"auto\", \"cpu\", \"cuda\", \"cuda:N\" or \"metal\""),
+            format!(
+                "unknown device `{spec}`; use \"auto\", \"cpu\", \"cuda\", \"cuda:N\" or \"metal\""
+            ),
         )),
     }
 }
@@ -134,7 +136,10 @@ mod tests {
         assert_eq!(parse_device("cuda:3").unwrap(), DeviceRequest::Cuda(3));
         assert_eq!(parse_device("metal").unwrap(), DeviceRequest::Metal(0));
         assert_eq!(parse_device("tpu").unwrap_err().kind, FailureKind::Device);
-        assert_eq!(parse_device("cuda:x").unwrap_err().kind, FailureKind::Device);
+        assert_eq!(
+            parse_device("cuda:x").unwrap_err().kind,
+            FailureKind::Device
+        );
     }
 
     #[cfg(not(feature = "cuda"))]

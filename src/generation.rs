@@ -127,7 +127,9 @@ impl Generation {
                 Err(RecvTimeoutError::Timeout) => return Ok(Step::Pending),
                 Err(RecvTimeoutError::Disconnected) => {
                     self.done = true;
-                    return Err(Failure::generation("the engine stopped without finishing the request"));
+                    return Err(Failure::generation(
+                        "the engine stopped without finishing the request",
+                    ));
                 }
             };
             if matches!(event, TapEvent::Token(_)) {
@@ -153,13 +155,24 @@ impl Generation {
                 }
                 TapEvent::EngineDone { reason } => {
                     // The engine ended the sequence before we did: the context window filled up.
-                    let reason = if reason == "length" { FinishReason::Length } else { FinishReason::Stop };
+                    let reason = if reason == "length" {
+                        FinishReason::Length
+                    } else {
+                        FinishReason::Stop
+                    };
                     return Ok(self.finish(reason));
                 }
-                TapEvent::EngineFailed { message, invalid_request } => {
+                TapEvent::EngineFailed {
+                    message,
+                    invalid_request,
+                } => {
                     self.done = true;
                     self.tap.request_stop();
-                    let kind = if invalid_request { FailureKind::InvalidRequest } else { FailureKind::Generation };
+                    let kind = if invalid_request {
+                        FailureKind::InvalidRequest
+                    } else {
+                        FailureKind::Generation
+                    };
                     return Err(Failure::new(kind, format!("the engine failed: {message}")));
                 }
             }

@@ -94,7 +94,10 @@ pub fn read_vocab(c: &Content) -> Result<GgufVocab, String> {
     let id = |key: &str| -> Result<Option<u32>, String> {
         match opt(c, key, |v| v.to_u32()) {
             Some(i) if (i as usize) < tokens.len() => Ok(Some(i)),
-            Some(i) => Err(format!("`{key}` = {i} is outside the vocabulary of {}", tokens.len())),
+            Some(i) => Err(format!(
+                "`{key}` = {i} is outside the vocabulary of {}",
+                tokens.len()
+            )),
             None => Ok(None),
         }
     };
@@ -118,6 +121,11 @@ pub fn read_vocab(c: &Content) -> Result<GgufVocab, String> {
     })
 }
 
+/// The chat template embedded in a GGUF file, if any.
+pub fn chat_template(c: &Content) -> Option<String> {
+    opt(c, "tokenizer.chat_template", |v| v.to_string().cloned())
+}
+
 /// Reads a GGUF header (after our own bounds check has passed).
 pub fn read_content(path: &Path) -> Result<Content, String> {
     let mut f = BufReader::new(File::open(path).map_err(|e| e.to_string())?);
@@ -132,7 +140,11 @@ fn gemma3_config(c: &Content, vocab: &GgufVocab) -> Result<serde_json::Value, St
     let layers = meta_u32(c, &format!("{a}.block_count"))?;
     let head_dim = meta_u32(c, &format!("{a}.attention.key_length")).unwrap_or(hidden / heads);
     // llama.cpp scales queries by 1/sqrt(head_dim), except for the 27B model (62 layers).
-    let query_pre_attn_scalar = if layers == 62 { hidden / heads } else { head_dim };
+    let query_pre_attn_scalar = if layers == 62 {
+        hidden / heads
+    } else {
+        head_dim
+    };
     let rope_scaling = match opt(c, &format!("{a}.rope.scaling.factor"), |v| v.to_f32()) {
         Some(f) if f > 1.0 => json!({"rope_type": "linear", "factor": f}),
         _ => serde_json::Value::Null,
@@ -201,7 +213,10 @@ fn cache_key(path: &Path) -> Result<String, String> {
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map(|d| d.as_nanos())
         .unwrap_or(0);
-    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let key = fnv1a(&[
         path.to_string_lossy().as_bytes(),
         &m.len().to_le_bytes(),
@@ -222,7 +237,8 @@ pub fn convert_gemma3(path: &Path, cache: &Path) -> Result<Converted, String> {
             uqff_file: UQFF_FILE.into(),
         });
     }
-    std::fs::create_dir_all(cache).map_err(|e| format!("cannot create {}: {e}", cache.display()))?;
+    std::fs::create_dir_all(cache)
+        .map_err(|e| format!("cannot create {}: {e}", cache.display()))?;
     let tmp = cache.join(format!(
         ".{}.tmp-{}",
         dir.file_name().unwrap_or_default().to_string_lossy(),
@@ -239,7 +255,10 @@ pub fn convert_gemma3(path: &Path, cache: &Path) -> Result<Converted, String> {
     if std::fs::rename(&tmp, &dir).is_err() {
         let _ = std::fs::remove_dir_all(&tmp);
         if !dir.join(".complete").is_file() {
-            return Err(format!("cannot move the converted model into {}", dir.display()));
+            return Err(format!(
+                "cannot move the converted model into {}",
+                dir.display()
+            ));
         }
     }
     Ok(Converted {
@@ -250,7 +269,8 @@ pub fn convert_gemma3(path: &Path, cache: &Path) -> Result<Converted, String> {
 
 fn write_gemma3(path: &Path, out: &Path) -> Result<(), String> {
     let mut reader = BufReader::new(File::open(path).map_err(|e| e.to_string())?);
-    let content = Content::read(&mut reader).map_err(|e| format!("cannot read the GGUF header: {e}"))?;
+    let content =
+        Content::read(&mut reader).map_err(|e| format!("cannot read the GGUF header: {e}"))?;
     let vocab = read_vocab(&content)?;
     let config = gemma3_config(&content, &vocab)?;
     let layers = meta_u32(&content, "gemma3.block_count")? as usize;
@@ -271,7 +291,10 @@ fn write_gemma3(path: &Path, out: &Path) -> Result<(), String> {
         "model.embed_tokens.weight".into(),
         embed.dequantize(&Device::Cpu).map_err(err)?,
     );
-    plain.insert("model.norm.weight".into(), norm(load("output_norm.weight")?)?);
+    plain.insert(
+        "model.norm.weight".into(),
+        norm(load("output_norm.weight")?)?,
+    );
     for i in 0..layers {
         for (gguf, hf) in [
             ("attn_norm", "input_layernorm"),
@@ -299,14 +322,25 @@ fn write_gemma3(path: &Path, out: &Path) -> Result<(), String> {
         .map_err(err)?;
         let bytes = layer.serialize().map_err(err)?.into_owned();
         let n = bytes.len();
-        artifacts.insert(index.to_string(), Tensor::from_vec(bytes, n, &Device::Cpu).map_err(err)?);
+        artifacts.insert(
+            index.to_string(),
+            Tensor::from_vec(bytes, n, &Device::Cpu).map_err(err)?,
+        );
         Ok(())
     };
     add(0, embed)?;
     for i in 0..layers {
-        for (j, name) in ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"]
-            .iter()
-            .enumerate()
+        for (j, name) in [
+            "attn_q",
+            "attn_k",
+            "attn_v",
+            "attn_output",
+            "ffn_gate",
+            "ffn_up",
+            "ffn_down",
+        ]
+        .iter()
+        .enumerate()
         {
             add(1 + 7 * i + j, load(&format!("blk.{i}.{name}.weight"))?)?;
         }
@@ -315,7 +349,8 @@ fn write_gemma3(path: &Path, out: &Path) -> Result<(), String> {
 
     let write = |name: &str, text: &str| -> Result<(), String> {
         let mut f = File::create(out.join(name)).map_err(|e| format!("{name}: {e}"))?;
-        f.write_all(text.as_bytes()).map_err(|e| format!("{name}: {e}"))
+        f.write_all(text.as_bytes())
+            .map_err(|e| format!("{name}: {e}"))
     };
     write("config.json", &config.to_string())?;
     write("tokenizer.json", &vocab.to_tokenizer_json()?)?;
@@ -326,7 +361,9 @@ fn write_gemma3(path: &Path, out: &Path) -> Result<(), String> {
         "add_bos_token": vocab.add_bos,
         "add_eos_token": vocab.add_eos,
     });
-    if let Some(t) = opt(&content, "tokenizer.chat_template", |v| v.to_string().cloned()) {
+    if let Some(t) = opt(&content, "tokenizer.chat_template", |v| {
+        v.to_string().cloned()
+    }) {
         tok_config["chat_template"] = json!(t);
     }
     write("tokenizer_config.json", &tok_config.to_string())?;

@@ -187,9 +187,9 @@ pub fn read_gguf_header(path: &Path) -> Result<GgufSummary, String> {
         pos: 0,
         len,
     };
-    let magic = r.bytes::<4>("the magic number").map_err(|_| {
-        "the file is too short to be a GGUF model (fewer than 4 bytes)".to_string()
-    })?;
+    let magic = r
+        .bytes::<4>("the magic number")
+        .map_err(|_| "the file is too short to be a GGUF model (fewer than 4 bytes)".to_string())?;
     if &magic != MAGIC {
         return Err(format!(
             "not a GGUF file: it starts with {magic:02x?}, a GGUF file starts with \"GGUF\""
@@ -208,7 +208,9 @@ pub fn read_gguf_header(path: &Path) -> Result<GgufSummary, String> {
     out.tensor_count = r.u64("the tensor count")?;
     let kv_count = r.u64("the metadata count")?;
     // Each metadata entry takes at least 12 bytes, each tensor entry at least 24.
-    if kv_count.saturating_mul(12) > r.remaining() || out.tensor_count.saturating_mul(24) > r.remaining() {
+    if kv_count.saturating_mul(12) > r.remaining()
+        || out.tensor_count.saturating_mul(24) > r.remaining()
+    {
         return Err(format!(
             "the header claims {kv_count} metadata entries and {} tensors, more than the file holds",
             out.tensor_count
@@ -223,10 +225,14 @@ pub fn read_gguf_header(path: &Path) -> Result<GgufSummary, String> {
             ("general.alignment", 4) => {
                 alignment = u64::from(r.u32(&key)?);
                 if alignment == 0 || !alignment.is_power_of_two() {
-                    return Err(format!("general.alignment {alignment} is not a power of two"));
+                    return Err(format!(
+                        "general.alignment {alignment} is not a power of two"
+                    ));
                 }
             }
-            ("tokenizer.ggml.add_bos_token", 7) => out.add_bos_token = Some(r.bytes::<1>(&key)?[0] != 0),
+            ("tokenizer.ggml.add_bos_token", 7) => {
+                out.add_bos_token = Some(r.bytes::<1>(&key)?[0] != 0)
+            }
             ("tokenizer.ggml.bos_token_id", 4) => out.bos_token_id = Some(r.u32(&key)?),
             ("tokenizer.chat_template", 8) => {
                 out.has_chat_template = true;
@@ -240,7 +246,9 @@ pub fn read_gguf_header(path: &Path) -> Result<GgufSummary, String> {
         let name = r.string("a tensor name", MAX_KEY_BYTES)?;
         let n_dims = r.u32(&name)?;
         if n_dims == 0 || n_dims > MAX_DIMS {
-            return Err(format!("tensor `{name}` has {n_dims} dimensions (1 to 4 allowed)"));
+            return Err(format!(
+                "tensor `{name}` has {n_dims} dimensions (1 to 4 allowed)"
+            ));
         }
         let mut elements: u64 = 1;
         for _ in 0..n_dims {
@@ -254,11 +262,15 @@ pub fn read_gguf_header(path: &Path) -> Result<GgufSummary, String> {
         let (block, block_bytes) = ggml_block(ggml_type)
             .ok_or_else(|| format!("tensor `{name}` has unknown ggml type {ggml_type}"))?;
         if elements % block != 0 {
-            return Err(format!("tensor `{name}` has {elements} elements, not a multiple of its block size {block}"));
+            return Err(format!(
+                "tensor `{name}` has {elements} elements, not a multiple of its block size {block}"
+            ));
         }
         let offset = r.u64(&name)?;
         if offset % alignment != 0 {
-            return Err(format!("tensor `{name}` is not aligned to {alignment} bytes"));
+            return Err(format!(
+                "tensor `{name}` is not aligned to {alignment} bytes"
+            ));
         }
         let end = (elements / block)
             .checked_mul(block_bytes)
@@ -356,6 +368,8 @@ mod tests {
         assert!(check(&bad).unwrap_err().contains("not a GGUF file"));
         let mut huge = tiny_gguf();
         huge[16..24].copy_from_slice(&u64::MAX.to_le_bytes());
-        assert!(check(&huge).unwrap_err().contains("more than the file holds"));
+        assert!(check(&huge)
+            .unwrap_err()
+            .contains("more than the file holds"));
     }
 }

@@ -50,7 +50,10 @@ impl GgufVocab {
     pub fn end_of_generation_ids(&self) -> Vec<u32> {
         let mut ids: Vec<u32> = self.eos_id.into_iter().collect();
         for (i, (t, ty)) in self.tokens.iter().zip(&self.token_types).enumerate() {
-            if *ty == TOKEN_CONTROL && END_OF_TURN_TEXTS.contains(&t.as_str()) && !ids.contains(&(i as u32)) {
+            if *ty == TOKEN_CONTROL
+                && END_OF_TURN_TEXTS.contains(&t.as_str())
+                && !ids.contains(&(i as u32))
+            {
                 ids.push(i as u32);
             }
         }
@@ -71,7 +74,9 @@ impl GgufVocab {
             .iter()
             .zip(&self.token_types)
             .enumerate()
-            .filter(|(_, (_, ty))| matches!(**ty, TOKEN_CONTROL | TOKEN_USER_DEFINED | TOKEN_UNKNOWN))
+            .filter(|(_, (_, ty))| {
+                matches!(**ty, TOKEN_CONTROL | TOKEN_USER_DEFINED | TOKEN_UNKNOWN)
+            })
             .map(|(i, (t, ty))| {
                 json!({
                     "id": i,
@@ -127,7 +132,13 @@ impl GgufVocab {
         };
         let (bos, eos) = (bos.map(&mut piece), eos.map(&mut piece));
         let seq = |id: &str, type_id: u32| json!({"Sequence": {"id": id, "type_id": type_id}});
-        let around = |inner: Value| bos.iter().cloned().chain([inner]).chain(eos.iter().cloned()).collect::<Vec<_>>();
+        let around = |inner: Value| {
+            bos.iter()
+                .cloned()
+                .chain([inner])
+                .chain(eos.iter().cloned())
+                .collect::<Vec<_>>()
+        };
         let single = around(seq("A", 0));
         let mut pair = single.clone();
         pair.extend(around(seq("B", 1)));
@@ -143,7 +154,8 @@ impl GgufVocab {
                 if self.add_space_prefix {
                     normalizers.push(json!({"type": "Prepend", "prepend": SPACE}));
                 }
-                normalizers.push(json!({"type": "Replace", "pattern": {"String": " "}, "content": SPACE}));
+                normalizers
+                    .push(json!({"type": "Replace", "pattern": {"String": " "}, "content": SPACE}));
                 let mut decoders = vec![
                     json!({"type": "Replace", "pattern": {"String": SPACE}, "content": " "}),
                     json!({"type": "ByteFallback"}),
@@ -191,11 +203,23 @@ mod tests {
     use tokenizers::Tokenizer;
 
     fn toy() -> GgufVocab {
-        let tokens: Vec<String> = ["<pad>", "<eos>", "<bos>", "<unk>", "<end_of_turn>", "▁", "a", "b", "▁a", "ab", "▁ab"]
-            .iter()
-            .map(|s| s.to_string())
-            .chain((0..=255u8).map(|b| format!("<0x{b:02X}>")))
-            .collect();
+        let tokens: Vec<String> = [
+            "<pad>",
+            "<eos>",
+            "<bos>",
+            "<unk>",
+            "<end_of_turn>",
+            "▁",
+            "a",
+            "b",
+            "▁a",
+            "ab",
+            "▁ab",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain((0..=255u8).map(|b| format!("<0x{b:02X}>")))
+        .collect();
         let n = tokens.len();
         let mut types = vec![TOKEN_NORMAL; n];
         for (i, t) in types.iter_mut().enumerate().take(5) {

@@ -1,6 +1,7 @@
 //! Native core of pcai-inference: loading, request building (`PcaiRequest`, our `RequestLike`),
 //! device choice, the token bridge and error mapping. Python holds the user-facing API.
 
+pub mod chat_template;
 pub mod cpu;
 pub mod device;
 pub mod failure;

@@ -11,9 +11,9 @@ use std::sync::Once;
 use pyo3::prelude::*;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::prelude::*;
-use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::EnvFilter;
 
 /// The effective level of the `pcai_inference.engine` logger, as Python numbers it.
@@ -85,7 +85,11 @@ pub fn install() {
         let by_python_level =
             filter_fn(|meta| python_level(meta.level()) >= PYTHON_LEVEL.load(Ordering::Relaxed));
         let _ = tracing_subscriber::registry()
-            .with(PythonLogging.with_filter(by_python_level).with_filter(by_target))
+            .with(
+                PythonLogging
+                    .with_filter(by_python_level)
+                    .with_filter(by_target),
+            )
             .try_init();
         // Panics of the engine are caught and raised as exceptions; their message belongs in
         // the log, not on stderr. Other extensions' panics keep the previous hook.

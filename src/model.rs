@@ -4,19 +4,17 @@ use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use either::Either;
-use indexmap::IndexMap;
 use mistralrs::core::{
     AutoDeviceMapParams, DefaultSchedulerMethod, DeviceMapSetting, GGUFLoaderBuilder,
     GGUFSpecificConfig, MistralRsBuilder, ModelDType, MultimodalLoaderBuilder,
-    MultimodalLoaderType, MultimodalSpecificConfig, TokenSource, TokenizationRequest,
+    MultimodalLoaderType, MultimodalSpecificConfig, TokenSource,
 };
 use mistralrs::{
-    Constraint, Device, MessageContent, MistralRs, NormalRequest, Request, RequestLike, Response,
-    SchedulerConfig,
+    Constraint, Device, MistralRs, NormalRequest, Request, RequestLike, Response, SchedulerConfig,
 };
 use tokenizers::Tokenizer;
 
+use crate::chat_template::ChatTemplate;
 use crate::device::{resolve_device, DeviceRequest};
 use crate::failure::{catch_engine_panic, Failure, FailureKind, Outcome};
 use crate::generation::Generation;
@@ -29,10 +27,16 @@ use crate::runtime::runtime;
 /// How many sequences the engine may run in one batch.
 const MAX_NUM_SEQS: usize = 32;
 
+/// How many requests we let into the engine at once. mistralrs 0.8.1 mixes up the KV caches
+/// of sequences that are in flight together (measured: 8 concurrent greedy requests each came
+/// back with text continuing other prompts, with batching, with `max_num_seqs = 1` and with the
+/// prefix cache off alike), so requests are queued here and run one at a time.
+const ENGINE_SLOTS: usize = 1;
+
 pub struct LoadOptions {
     pub device: DeviceRequest,
-    /// A Jinja chat template, as a path to a `.jinja`/`.json` file.
-    pub chat_template: Option<PathBuf>,
+    /// A Jinja chat template (the template text); overrides the model's own.
+    pub chat_template: Option<String>,
 }
 
 pub struct LoadedModel {
@@ -46,6 +50,9 @@ pub struct LoadedModel {
     pub device: String,
     pub model_path: PathBuf,
     pub architecture: Option<String>,
+    /// Admission to the engine; see `ENGINE_SLOTS`.
+    slots: Arc<tokio::sync::Semaphore>,
+    chat_template: Option<ChatTemplate>,
 }
 
 /// Checks a local GGUF path the way a user needs it explained.
@@ -58,7 +65,10 @@ fn check_gguf_path(path: &Path) -> Outcome<GgufSummary> {
     }
     if path.is_dir() {
         let has_gguf = std::fs::read_dir(path)
-            .map(|d| d.flatten().any(|e| e.path().extension().is_some_and(|x| x == "gguf")))
+            .map(|d| {
+                d.flatten()
+                    .any(|e| e.path().extension().is_some_and(|x| x == "gguf"))
+            })
             .unwrap_or(false);
         let hint = if has_gguf {
             "it holds .gguf files: pass the path of one of them"
@@ -88,14 +98,18 @@ fn load_failure(path: &Path, e: impl std::fmt::Display) -> Failure {
 }
 
 /// Loads a GGUF file whose architecture the engine's GGUF loader supports.
-fn load_engine_gguf(path: &Path, device: &Device, chat_template: Option<String>) -> Outcome<EnginePipeline> {
-    let dir = path.parent().unwrap_or(Path::new(".")).to_string_lossy().into_owned();
+fn load_engine_gguf(path: &Path, device: &Device) -> Outcome<EnginePipeline> {
+    let dir = path
+        .parent()
+        .unwrap_or(Path::new("."))
+        .to_string_lossy()
+        .into_owned();
     let file = path
         .file_name()
         .map(|f| f.to_string_lossy().into_owned())
         .unwrap_or_default();
     GGUFLoaderBuilder::new(
-        chat_template,
+        None,
         None,
         dir,
         vec![file],
@@ -118,11 +132,7 @@ fn load_engine_gguf(path: &Path, device: &Device, chat_template: Option<String>)
 }
 
 /// Loads a GGUF file through the engine's SafeTensors loader (see `gguf_convert`).
-fn load_converted_gguf(
-    path: &Path,
-    device: &Device,
-    chat_template: Option<String>,
-) -> Outcome<EnginePipeline> {
+fn load_converted_gguf(path: &Path, device: &Device) -> Outcome<EnginePipeline> {
     let converted = gguf_convert::convert_gemma3(path, &gguf_convert::cache_root())
         .map_err(|e| Failure::new(FailureKind::ModelFormat, format!("{}: {e}", path.display())))?;
     let config = MultimodalSpecificConfig {
@@ -139,7 +149,7 @@ fn load_converted_gguf(
     };
     MultimodalLoaderBuilder::new(
         config,
-        chat_template,
+        None,
         None,
         Some(converted.dir.to_string_lossy().into_owned()),
         None,
@@ -162,26 +172,35 @@ impl LoadedModel {
     /// Loads a local GGUF file. Blocking; call without the GIL.
     pub fn load_gguf(path: &Path, options: LoadOptions) -> Outcome<Self> {
         let summary = check_gguf_path(path)?;
-        let path = path
-            .canonicalize()
-            .map_err(|e| Failure::new(FailureKind::ModelNotFound, format!("{}: {e}", path.display())))?;
+        let path = path.canonicalize().map_err(|e| {
+            Failure::new(
+                FailureKind::ModelNotFound,
+                format!("{}: {e}", path.display()),
+            )
+        })?;
         let (device, device_name) = resolve_device(options.device)?;
-        let chat_template = options
+        let content = gguf_convert::read_content(&path).map_err(|e| {
+            Failure::new(FailureKind::ModelFormat, format!("{}: {e}", path.display()))
+        })?;
+        let vocab = gguf_convert::read_vocab(&content).map_err(|e| {
+            Failure::new(FailureKind::ModelFormat, format!("{}: {e}", path.display()))
+        })?;
+        let template_source = options
             .chat_template
-            .as_ref()
-            .map(|p| p.to_string_lossy().into_owned());
-        let content = gguf_convert::read_content(&path)
-            .map_err(|e| Failure::new(FailureKind::ModelFormat, format!("{}: {e}", path.display())))?;
-        let vocab = gguf_convert::read_vocab(&content)
-            .map_err(|e| Failure::new(FailureKind::ModelFormat, format!("{}: {e}", path.display())))?;
+            .or_else(|| gguf_convert::chat_template(&content));
         drop(content);
+        let token_text = |id: Option<u32>| id.map(|i| vocab.tokens[i as usize].clone());
+        let chat_template = template_source
+            .map(|src| ChatTemplate::new(src, token_text(vocab.bos_id), token_text(vocab.eos_id)))
+            .transpose()
+            .map_err(Failure::invalid)?;
         let architecture = summary.architecture.clone().unwrap_or_default();
 
         let pipeline = catch_engine_panic(FailureKind::ModelFormat, "loading the model", || {
             if gguf_convert::needs_conversion(&architecture) {
-                load_converted_gguf(&path, &device, chat_template)
+                load_converted_gguf(&path, &device)
             } else {
-                load_engine_gguf(&path, &device, chat_template)
+                load_engine_gguf(&path, &device)
             }
         })?;
 
@@ -190,18 +209,18 @@ impl LoadedModel {
             (p.tokenizer(), p.get_metadata())
         };
         // Our own conversion of the GGUF vocabulary where we have one; the engine's otherwise.
-        let tokenizer = match vocab.to_tokenizer_json() {
-            Ok(json) => Arc::new(
-                Tokenizer::from_bytes(json.as_bytes())
-                    .map_err(|e| Failure::new(FailureKind::ModelFormat, format!("tokenizer: {e}")))?,
-            ),
-            Err(_) => engine_tokenizer.ok_or_else(|| {
-                Failure::new(
-                    FailureKind::ModelFormat,
-                    format!("{} has no tokenizer in its metadata", path.display()),
-                )
-            })?,
-        };
+        let tokenizer =
+            match vocab.to_tokenizer_json() {
+                Ok(json) => Arc::new(Tokenizer::from_bytes(json.as_bytes()).map_err(|e| {
+                    Failure::new(FailureKind::ModelFormat, format!("tokenizer: {e}"))
+                })?),
+                Err(_) => engine_tokenizer.ok_or_else(|| {
+                    Failure::new(
+                        FailureKind::ModelFormat,
+                        format!("{} has no tokenizer in its metadata", path.display()),
+                    )
+                })?,
+            };
         let mut eog_ids = vocab.end_of_generation_ids();
         for id in &metadata.eos_tok {
             if !eog_ids.contains(id) {
@@ -217,7 +236,9 @@ impl LoadedModel {
         let context_window = metadata.max_seq_len;
 
         let scheduler = SchedulerConfig::DefaultScheduler {
-            method: DefaultSchedulerMethod::Fixed(NonZeroUsize::new(MAX_NUM_SEQS).expect("non-zero")),
+            method: DefaultSchedulerMethod::Fixed(
+                NonZeroUsize::new(MAX_NUM_SEQS).expect("non-zero"),
+            ),
         };
         let runner = runtime().block_on(
             MistralRsBuilder::new(pipeline, scheduler, false, None)
@@ -235,6 +256,8 @@ impl LoadedModel {
             device: device_name,
             model_path: path,
             architecture: summary.architecture,
+            slots: Arc::new(tokio::sync::Semaphore::new(ENGINE_SLOTS)),
+            chat_template,
         })
     }
 
@@ -276,33 +299,16 @@ impl LoadedModel {
             .map_err(|e| Failure::invalid(format!("cannot decode the tokens: {e}")))
     }
 
-    /// Renders chat messages with the model's chat template and tokenizes them.
-    pub fn chat_prompt(&self, messages: Vec<IndexMap<String, MessageContent>>) -> Outcome<Vec<u32>> {
-        let (tx, mut rx) = tokio::sync::mpsc::channel(1);
-        let request = Request::Tokenize(TokenizationRequest {
-            text: Either::Left(messages),
-            tools: None,
-            add_generation_prompt: true,
-            add_special_tokens: false,
-            enable_thinking: None,
-            reasoning_effort: None,
-            response: tx,
-        });
-        let sender = self.sender()?;
-        runtime().block_on(async move {
-            sender
-                .send(request)
-                .await
-                .map_err(|_| engine_gone())?;
-            match rx.recv().await {
-                Some(Ok(ids)) => Ok(ids),
-                Some(Err(e)) => Err(Failure::invalid(format!(
-                    "cannot apply the chat template: {e:#}. A model without a chat template needs \
-                     one: pass chat_template=... to load_model"
-                ))),
-                None => Err(engine_gone()),
-            }
-        })
+    /// Renders chat messages (a JSON list) with the chat template and tokenizes them.
+    pub fn chat_prompt(&self, messages: &serde_json::Value) -> Outcome<Vec<u32>> {
+        let template = self.chat_template.as_ref().ok_or_else(|| {
+            Failure::invalid(
+                "this model has no chat template (base models usually have none): use generate() \
+                 with a prompt, or pass chat_template=... to load_model",
+            )
+        })?;
+        let text = template.render(messages).map_err(Failure::invalid)?;
+        self.tokenize(&text, false)
     }
 
     fn sender(&self) -> Outcome<tokio::sync::mpsc::Sender<Request>> {
@@ -319,6 +325,11 @@ impl LoadedModel {
                 "prompt token id {bad} is outside the vocabulary (0..{vocab})"
             )));
         }
+        if let Some((bad, _)) = params.logit_bias.iter().find(|(i, _)| *i >= vocab) {
+            return Err(Failure::invalid(format!(
+                "logit_bias names token id {bad}, outside the vocabulary (0..{vocab})"
+            )));
+        }
         let seed = params.seed.unwrap_or_else(fresh_seed);
         let (events_tx, events_rx) = std::sync::mpsc::channel();
         let tap = Arc::new(TokenTap::new(
@@ -328,7 +339,12 @@ impl LoadedModel {
             self.eog_ids[0],
             events_tx.clone(),
         ));
-        let mut req = PcaiRequest::new(prompt_ids.clone(), &params, self.eog_ids.clone(), tap.clone());
+        let mut req = PcaiRequest::new(
+            prompt_ids.clone(),
+            &params,
+            self.eog_ids.clone(),
+            tap.clone(),
+        );
         let (resp_tx, mut resp_rx) = tokio::sync::mpsc::channel(4);
         let engine_request = Request::Normal(Box::new(NormalRequest {
             messages: req.take_messages(),
@@ -348,7 +364,19 @@ impl LoadedModel {
             truncate_sequence: false,
         }));
         let sender = self.sender()?;
+        let slots = self.slots.clone();
+        let queued_tap = tap.clone();
         runtime().spawn(async move {
+            let Ok(_slot) = slots.acquire_owned().await else {
+                return;
+            };
+            // Cancelled while queued: nothing to run.
+            if queued_tap.stop_requested() {
+                let _ = events_tx.send(TapEvent::EngineDone {
+                    reason: "canceled".into(),
+                });
+                return;
+            }
             if sender.send(engine_request).await.is_err() {
                 let _ = events_tx.send(TapEvent::EngineFailed {
                     message: engine_gone().message,
@@ -358,7 +386,11 @@ impl LoadedModel {
             }
             let event = match resp_rx.recv().await {
                 Some(Response::CompletionDone(r)) => TapEvent::EngineDone {
-                    reason: r.choices.first().map(|c| c.finish_reason.clone()).unwrap_or_default(),
+                    reason: r
+                        .choices
+                        .first()
+                        .map(|c| c.finish_reason.clone())
+                        .unwrap_or_default(),
                 },
                 Some(Response::ValidationError(e)) => TapEvent::EngineFailed {
                     message: e.to_string(),
@@ -368,12 +400,11 @@ impl LoadedModel {
                     message: e.to_string(),
                     invalid_request: false,
                 },
-                Some(Response::CompletionModelError(msg, _)) | Some(Response::ModelError(msg, _)) => {
-                    TapEvent::EngineFailed {
-                        message: msg,
-                        invalid_request: false,
-                    }
-                }
+                Some(Response::CompletionModelError(msg, _))
+                | Some(Response::ModelError(msg, _)) => TapEvent::EngineFailed {
+                    message: msg,
+                    invalid_request: false,
+                },
                 Some(_) => TapEvent::EngineFailed {
                     message: "the engine sent an unexpected response".into(),
                     invalid_request: false,

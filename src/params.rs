@@ -21,6 +21,8 @@ pub struct GenerationParams {
     pub repetition_penalty: f32,
     pub presence_penalty: f32,
     pub frequency_penalty: f32,
+    /// Added to the logits of these token ids before sampling (llama.cpp / OpenAI `logit_bias`).
+    pub logit_bias: Vec<(u32, f32)>,
 }
 
 impl Default for GenerationParams {
@@ -36,6 +38,7 @@ impl Default for GenerationParams {
             repetition_penalty: 1.0,
             presence_penalty: 0.0,
             frequency_penalty: 0.0,
+            logit_bias: Vec::new(),
         }
     }
 }
@@ -93,6 +96,11 @@ impl GenerationParams {
                 ));
             }
         }
+        if let Some((id, bias)) = self.logit_bias.iter().find(|(_, b)| b.is_nan()) {
+            return Err(format!(
+                "logit_bias for token {id} must be a number, got {bias}"
+            ));
+        }
         if self.stop.len() > MAX_STOP_STRINGS {
             return Err(format!(
                 "at most {MAX_STOP_STRINGS} stop strings are allowed, got {}",
@@ -144,18 +152,85 @@ mod tests {
     #[test]
     fn rejects_each_bad_field_with_its_name() {
         let cases: Vec<(GenerationParams, &str)> = vec![
-            (GenerationParams { max_tokens: 0, ..ok() }, "max_tokens"),
-            (GenerationParams { temperature: -0.1, ..ok() }, "temperature"),
-            (GenerationParams { temperature: f64::NAN, ..ok() }, "temperature"),
+            (
+                GenerationParams {
+                    max_tokens: 0,
+                    ..ok()
+                },
+                "max_tokens",
+            ),
+            (
+                GenerationParams {
+                    temperature: -0.1,
+                    ..ok()
+                },
+                "temperature",
+            ),
+            (
+                GenerationParams {
+                    temperature: f64::NAN,
+                    ..ok()
+                },
+                "temperature",
+            ),
             (GenerationParams { top_p: 0.0, ..ok() }, "top_p"),
             (GenerationParams { top_p: 1.5, ..ok() }, "top_p"),
-            (GenerationParams { min_p: -1.0, ..ok() }, "min_p"),
-            (GenerationParams { repetition_penalty: 0.0, ..ok() }, "repetition_penalty"),
-            (GenerationParams { presence_penalty: f32::INFINITY, ..ok() }, "presence_penalty"),
-            (GenerationParams { frequency_penalty: 3.0, ..ok() }, "frequency_penalty"),
-            (GenerationParams { stop: vec![String::new()], ..ok() }, "stop strings"),
-            (GenerationParams { stop: vec!["x".repeat(MAX_STOP_BYTES + 1)], ..ok() }, "stop string"),
-            (GenerationParams { stop: vec!["x".into(); MAX_STOP_STRINGS + 1], ..ok() }, "stop strings"),
+            (
+                GenerationParams {
+                    min_p: -1.0,
+                    ..ok()
+                },
+                "min_p",
+            ),
+            (
+                GenerationParams {
+                    repetition_penalty: 0.0,
+                    ..ok()
+                },
+                "repetition_penalty",
+            ),
+            (
+                GenerationParams {
+                    presence_penalty: f32::INFINITY,
+                    ..ok()
+                },
+                "presence_penalty",
+            ),
+            (
+                GenerationParams {
+                    frequency_penalty: 3.0,
+                    ..ok()
+                },
+                "frequency_penalty",
+            ),
+            (
+                GenerationParams {
+                    logit_bias: vec![(5, f32::NAN)],
+                    ..ok()
+                },
+                "logit_bias",
+            ),
+            (
+                GenerationParams {
+                    stop: vec![String::new()],
+                    ..ok()
+                },
+                "stop strings",
+            ),
+            (
+                GenerationParams {
+                    stop: vec!["x".repeat(MAX_STOP_BYTES + 1)],
+                    ..ok()
+                },
+                "stop string",
+            ),
+            (
+                GenerationParams {
+                    stop: vec!["x".into(); MAX_STOP_STRINGS + 1],
+                    ..ok()
+                },
+                "stop strings",
+            ),
         ];
         for (params, needle) in cases {
             let err = params.validate().expect_err(needle);
@@ -165,7 +240,11 @@ mod tests {
 
     #[test]
     fn greedy_is_temperature_zero_or_top_k_one() {
-        assert!(GenerationParams { temperature: 0.0, ..ok() }.is_greedy());
+        assert!(GenerationParams {
+            temperature: 0.0,
+            ..ok()
+        }
+        .is_greedy());
         assert!(GenerationParams { top_k: 1, ..ok() }.is_greedy());
         assert!(!ok().is_greedy());
     }
@@ -174,7 +253,10 @@ mod tests {
     fn context_check_gives_both_lengths() {
         assert!(check_context(10, 100).is_ok());
         let err = check_context(100, 100).unwrap_err();
-        assert!(err.contains("100 tokens long") && err.contains("100 tokens;"), "{err}");
+        assert!(
+            err.contains("100 tokens long") && err.contains("100 tokens;"),
+            "{err}"
+        );
         assert!(check_context(0, 100).unwrap_err().contains("empty"));
     }
 }

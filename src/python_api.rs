@@ -5,9 +5,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use either::Either;
-use indexmap::IndexMap;
-use mistralrs::MessageContent;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
@@ -54,53 +51,29 @@ fn finished_dict<'py>(py: Python<'py>, f: &Finished) -> PyResult<Bound<'py, PyDi
     Ok(d)
 }
 
-/// Chat messages as the engine takes them, from `[{"role": ..., "content": str | [parts]}]`.
-fn engine_messages(json: &str) -> Result<Vec<IndexMap<String, MessageContent>>, Failure> {
-    let value: serde_json::Value =
-        serde_json::from_str(json).map_err(|e| Failure::invalid(format!("messages are not valid JSON: {e}")))?;
-    let list = value
-        .as_array()
-        .ok_or_else(|| Failure::invalid("messages must be a list"))?;
-    list.iter()
-        .map(|m| {
-            let obj = m
-                .as_object()
-                .ok_or_else(|| Failure::invalid("each message must be an object with role and content"))?;
-            obj.iter()
-                .map(|(k, v)| {
-                    let content = match v {
-                        serde_json::Value::String(s) => Either::Left(s.clone()),
-                        serde_json::Value::Array(parts) => Either::Right(
-                            parts
-                                .iter()
-                                .map(|p| {
-                                    p.as_object()
-                                        .map(|o| o.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-                                        .ok_or_else(|| Failure::invalid("each content part must be an object"))
-                                })
-                                .collect::<Result<Vec<_>, _>>()?,
-                        ),
-                        other => Either::Left(other.to_string()),
-                    };
-                    Ok((k.clone(), content))
-                })
-                .collect()
-        })
-        .collect()
-}
-
 #[pymethods]
 impl NativeModel {
     /// Loads a local GGUF file.
     #[staticmethod]
     #[pyo3(signature = (path, device = "auto", chat_template = None))]
-    fn load_gguf(py: Python<'_>, path: PathBuf, device: &str, chat_template: Option<PathBuf>) -> PyResult<Self> {
+    fn load_gguf(
+        py: Python<'_>,
+        path: PathBuf,
+        device: &str,
+        chat_template: Option<String>,
+    ) -> PyResult<Self> {
         let device = parse_device(device).py()?;
         crate::logging_bridge::refresh_level(py);
         let model = py
             .detach(|| {
                 catch_engine_panic(FailureKind::ModelFormat, "loading the model", || {
-                    LoadedModel::load_gguf(&path, LoadOptions { device, chat_template })
+                    LoadedModel::load_gguf(
+                        &path,
+                        LoadOptions {
+                            device,
+                            chat_template,
+                        },
+                    )
                 })
             })
             .py()?;
@@ -140,32 +113,42 @@ impl NativeModel {
     }
 
     #[pyo3(signature = (text, add_special_tokens = true))]
-    fn tokenize(&self, py: Python<'_>, text: String, add_special_tokens: bool) -> PyResult<Vec<u32>> {
+    fn tokenize(
+        &self,
+        py: Python<'_>,
+        text: String,
+        add_special_tokens: bool,
+    ) -> PyResult<Vec<u32>> {
         let model = self.get()?;
         py.detach(|| model.tokenize(&text, add_special_tokens)).py()
     }
 
     #[pyo3(signature = (ids, skip_special_tokens = false))]
-    fn detokenize(&self, py: Python<'_>, ids: Vec<u32>, skip_special_tokens: bool) -> PyResult<String> {
+    fn detokenize(
+        &self,
+        py: Python<'_>,
+        ids: Vec<u32>,
+        skip_special_tokens: bool,
+    ) -> PyResult<String> {
         let model = self.get()?;
-        py.detach(|| model.detokenize(&ids, skip_special_tokens)).py()
+        py.detach(|| model.detokenize(&ids, skip_special_tokens))
+            .py()
     }
 
     /// Token ids of chat messages (a JSON list) rendered with the model's chat template.
     fn chat_prompt(&self, py: Python<'_>, messages_json: String) -> PyResult<Vec<u32>> {
         let model = self.get()?;
         py.detach(|| {
-            let messages = engine_messages(&messages_json)?;
-            catch_engine_panic(FailureKind::InvalidRequest, "applying the chat template", || {
-                model.chat_prompt(messages)
-            })
+            let messages: serde_json::Value = serde_json::from_str(&messages_json)
+                .map_err(|e| Failure::invalid(format!("messages are not valid JSON: {e}")))?;
+            model.chat_prompt(&messages)
         })
         .py()
     }
 
     /// Starts a generation and returns its reader at once.
     #[pyo3(signature = (prompt_ids, *, max_tokens, temperature, top_p, top_k, min_p, stop, seed,
-                        repetition_penalty, presence_penalty, frequency_penalty))]
+                        repetition_penalty, presence_penalty, frequency_penalty, logit_bias))]
     #[allow(clippy::too_many_arguments)]
     fn start(
         &self,
@@ -181,6 +164,7 @@ impl NativeModel {
         repetition_penalty: f32,
         presence_penalty: f32,
         frequency_penalty: f32,
+        logit_bias: Vec<(u32, f32)>,
     ) -> PyResult<NativeGeneration> {
         let model = self.get()?;
         crate::logging_bridge::refresh_level(py);
@@ -195,6 +179,7 @@ impl NativeModel {
             repetition_penalty,
             presence_penalty,
             frequency_penalty,
+            logit_bias,
         };
         let generation = py.detach(|| model.start(prompt_ids, params)).py()?;
         Ok(NativeGeneration {
@@ -219,7 +204,11 @@ pub struct NativeGeneration {
 impl NativeGeneration {
     /// Waits up to `timeout` seconds. Returns None if nothing arrived, `(text, None)` for new
     /// text, and `(text, figures)` at the end.
-    fn next<'py>(&self, py: Python<'py>, timeout: f64) -> PyResult<Option<(String, Option<Bound<'py, PyDict>>)>> {
+    fn next<'py>(
+        &self,
+        py: Python<'py>,
+        timeout: f64,
+    ) -> PyResult<Option<(String, Option<Bound<'py, PyDict>>)>> {
         let timeout = Duration::from_secs_f64(timeout.clamp(0.0, 3600.0));
         let step = py.detach(|| lock(&self.inner).next_step(timeout)).py()?;
         Ok(match step {
@@ -259,7 +248,8 @@ pub fn build_features() -> Vec<&'static str> {
 #[pyfunction]
 pub fn resolve_device_name(py: Python<'_>, spec: &str) -> PyResult<String> {
     let request = parse_device(spec).py()?;
-    py.detach(|| resolve_device(request).map(|(_, name)| name)).py()
+    py.detach(|| resolve_device(request).map(|(_, name)| name))
+        .py()
 }
 
 /// CPU instruction sets the kernels were compiled for, and whether this CPU has them.

@@ -13,8 +13,8 @@ use std::time::Instant;
 
 use indexmap::IndexMap;
 use mistralrs::{
-    Constraint, CustomLogitsProcessor, MessageContent, RequestLike, RequestMessage,
-    SamplingParams, StopTokens, Tensor, Tool, ToolChoice, WebSearchOptions,
+    Constraint, CustomLogitsProcessor, MessageContent, RequestLike, RequestMessage, SamplingParams,
+    StopTokens, Tensor, Tool, ToolChoice, WebSearchOptions,
 };
 
 use crate::params::GenerationParams;
@@ -28,7 +28,10 @@ pub enum TapEvent {
     /// The engine finished the sequence; `reason` is its own finish reason.
     EngineDone { reason: String },
     /// The engine failed; the message is the engine's.
-    EngineFailed { message: String, invalid_request: bool },
+    EngineFailed {
+        message: String,
+        invalid_request: bool,
+    },
 }
 
 /// The logits processor that picks every token of one request and reports it.
@@ -41,6 +44,7 @@ pub struct TokenTap {
     stop_requested: AtomicBool,
     first_token_at: OnceLock<Instant>,
     events: Sender<TapEvent>,
+    logit_bias: Vec<(u32, f32)>,
 }
 
 impl TokenTap {
@@ -64,12 +68,17 @@ impl TokenTap {
             stop_requested: AtomicBool::new(false),
             first_token_at: OnceLock::new(),
             events,
+            logit_bias: params.logit_bias.clone(),
         }
     }
 
     /// Asks the engine to end this sequence at its next step.
     pub fn request_stop(&self) {
         self.stop_requested.store(true, Ordering::Release);
+    }
+
+    pub fn stop_requested(&self) -> bool {
+        self.stop_requested.load(Ordering::Acquire)
     }
 
     /// When the first token was chosen, i.e. when prompt processing ended.
@@ -90,6 +99,11 @@ impl CustomLogitsProcessor for TokenTap {
     fn apply(&self, logits: &Tensor, context: &[u32]) -> mistralrs::Result<Tensor> {
         let mut values: Vec<f32> = logits.to_dtype(mistralrs::DType::F32)?.to_vec1()?;
         let n = values.len();
+        for &(id, bias) in &self.logit_bias {
+            if let Some(v) = values.get_mut(id as usize) {
+                *v += bias;
+            }
+        }
         let mut token = self.choose(&values, context);
         if token as usize >= n {
             token = self.stop_token.min(n as u32 - 1);
@@ -180,7 +194,10 @@ mod tests {
     use super::*;
     use std::sync::mpsc::channel;
 
-    fn tap(params: &GenerationParams, prompt_len: usize) -> (Arc<TokenTap>, std::sync::mpsc::Receiver<TapEvent>) {
+    fn tap(
+        params: &GenerationParams,
+        prompt_len: usize,
+    ) -> (Arc<TokenTap>, std::sync::mpsc::Receiver<TapEvent>) {
         let (tx, rx) = channel();
         (Arc::new(TokenTap::new(params, 1, prompt_len, 1, tx)), rx)
     }
@@ -212,18 +229,40 @@ mod tests {
 
     #[test]
     fn tap_picks_reports_and_masks() {
-        let params = GenerationParams { temperature: 0.0, ..Default::default() };
+        let params = GenerationParams {
+            temperature: 0.0,
+            ..Default::default()
+        };
         let (t, rx) = tap(&params, 2);
         let logits = Tensor::new(&[0.1f32, 0.2, 3.0, 0.5], &mistralrs::Device::Cpu).unwrap();
         let out: Vec<f32> = t.apply(&logits, &[5, 6]).unwrap().to_vec1().unwrap();
-        assert_eq!(out, vec![f32::NEG_INFINITY, f32::NEG_INFINITY, 0.0, f32::NEG_INFINITY]);
+        assert_eq!(
+            out,
+            vec![f32::NEG_INFINITY, f32::NEG_INFINITY, 0.0, f32::NEG_INFINITY]
+        );
         assert!(matches!(rx.try_recv(), Ok(TapEvent::Token(2))));
         assert!(t.first_token_at().is_some());
     }
 
     #[test]
+    fn logit_bias_moves_the_choice() {
+        let params = GenerationParams {
+            temperature: 0.0,
+            logit_bias: vec![(0, 10.0)],
+            ..Default::default()
+        };
+        let (t, rx) = tap(&params, 1);
+        let logits = Tensor::new(&[0.1f32, 0.2, 3.0], &mistralrs::Device::Cpu).unwrap();
+        t.apply(&logits, &[5]).unwrap();
+        assert!(matches!(rx.try_recv(), Ok(TapEvent::Token(0))));
+    }
+
+    #[test]
     fn a_stop_request_forces_the_stop_token() {
-        let params = GenerationParams { temperature: 0.0, ..Default::default() };
+        let params = GenerationParams {
+            temperature: 0.0,
+            ..Default::default()
+        };
         let (t, rx) = tap(&params, 1);
         t.request_stop();
         let logits = Tensor::new(&[0.1f32, 0.2, 3.0], &mistralrs::Device::Cpu).unwrap();
@@ -234,7 +273,10 @@ mod tests {
 
     #[test]
     fn a_gone_reader_stops_the_sequence() {
-        let params = GenerationParams { temperature: 0.0, ..Default::default() };
+        let params = GenerationParams {
+            temperature: 0.0,
+            ..Default::default()
+        };
         let (t, rx) = tap(&params, 1);
         drop(rx);
         let logits = Tensor::new(&[0.1f32, 5.0, 3.0], &mistralrs::Device::Cpu).unwrap();

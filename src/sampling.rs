@@ -134,7 +134,13 @@ mod tests {
     use super::*;
 
     fn settings(temperature: f64, top_k: usize, top_p: f64, min_p: f64, seed: u64) -> PickSettings {
-        PickSettings { temperature, top_k, top_p, min_p, seed }
+        PickSettings {
+            temperature,
+            top_k,
+            top_p,
+            min_p,
+            seed,
+        }
     }
 
     #[test]
@@ -154,7 +160,11 @@ mod tests {
     fn same_seed_same_draws_and_different_seeds_differ() {
         let logits: Vec<f32> = (0..1000).map(|i| ((i * 37) % 101) as f32 / 20.0).collect();
         let s = |seed| settings(1.0, 0, 1.0, 0.0, seed);
-        let run = |seed| (0..64).map(|step| pick(&logits, &s(seed), step).unwrap()).collect::<Vec<_>>();
+        let run = |seed| {
+            (0..64)
+                .map(|step| pick(&logits, &s(seed), step).unwrap())
+                .collect::<Vec<_>>()
+        };
         assert_eq!(run(7), run(7));
         assert_ne!(run(7), run(8));
     }

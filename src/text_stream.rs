@@ -174,7 +174,11 @@ mod tests {
         // Mimics SentencePiece: '_' is a space, and a leading space is dropped on decode.
         let vocab = ["Hello", "_world", "_again"];
         let sp = |ids: &[u32]| {
-            let s: String = ids.iter().map(|&i| vocab[i as usize]).collect::<String>().replace('_', " ");
+            let s: String = ids
+                .iter()
+                .map(|&i| vocab[i as usize])
+                .collect::<String>()
+                .replace('_', " ");
             s.strip_prefix(' ').map(str::to_string).unwrap_or(s)
         };
         let mut dec = IncrementalDecoder::new(&[0]);

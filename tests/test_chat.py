@@ -29,10 +29,11 @@ def chat_backend(model_path: Path) -> InferenceBackend:
 
 def test_chat_with_a_template_string(chat_backend: InferenceBackend) -> None:
     r = chat_backend.chat([{"role": "user", "content": "Hi"}], max_tokens=8, temperature=0.0)
-    assert r.tokens_generated >= 1 and r.finish_reason in (FinishReason.LENGTH, FinishReason.STOP)
-    # The rendered prompt: BOS + turn markers + text, as the template says.
+    # The rendered prompt: BOS + turn markers + text, as the template says; the control tokens
+    # are single tokens.
     rendered = "<start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\n"
-    assert r.prompt_tokens == len(chat_backend.tokenize(rendered, add_special_tokens=True))
+    assert r.prompt_tokens == len(chat_backend.tokenize(rendered, add_special_tokens=True)) == 10
+    assert r.finish_reason in (FinishReason.LENGTH, FinishReason.STOP)
 
 
 def test_chat_messages_as_parts_and_dataclasses(chat_backend: InferenceBackend) -> None:
@@ -46,8 +47,23 @@ def test_chat_template_from_a_file(model_path: Path, tmp_path: Path) -> None:
     f.write_text(GEMMA_TEMPLATE)
     b = BackendType.MISTRALRS.create(device="cpu")
     b.load_model(model_path, chat_template=str(f))
-    assert b.chat([{"role": "user", "content": "Hi"}], max_tokens=4, temperature=0.0).tokens_generated >= 1
+    from_file = b.chat([{"role": "user", "content": "Hi"}], max_tokens=4, temperature=0.0)
+    assert from_file.prompt_tokens == 10
     b.unload()
+
+
+def test_missing_template_file(model_path: Path, tmp_path: Path) -> None:
+    from pcai_inference import ModelNotFoundError
+
+    b = BackendType.MISTRALRS.create(device="cpu")
+    with pytest.raises(ModelNotFoundError, match="chat template file"):
+        b.load_model(model_path, chat_template=str(tmp_path / "missing.jinja"))
+
+
+def test_broken_template_is_rejected_at_load(model_path: Path) -> None:
+    b = BackendType.MISTRALRS.create(device="cpu")
+    with pytest.raises(InvalidRequestError, match="does not parse"):
+        b.load_model(model_path, chat_template="{% for %}")
 
 
 def test_bad_messages() -> None:

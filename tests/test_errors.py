@@ -32,6 +32,10 @@ BAD_PARAMS = [
     ({"temperature": "hot"}, "temperature"),
     ({"seed": 1.5}, "seed"),
     ({"stop": [1, 2]}, "stop"),
+    ({"logit_bias": {10**9: 1.0}}, "logit_bias"),
+    ({"logit_bias": {-1: 1.0}}, "logit_bias"),
+    ({"logit_bias": {5: "x"}}, "logit_bias"),
+    ({"logit_bias": {5: math.nan}}, "logit_bias"),
 ]
 
 

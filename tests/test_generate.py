@@ -67,16 +67,26 @@ def test_stop_string_never_seen_runs_to_length(backend: InferenceBackend) -> Non
     assert r.finish_reason is FinishReason.LENGTH and r.tokens_generated == 10
 
 
-def test_eos_gives_stop(backend: InferenceBackend) -> None:
-    """A model that emits its end-of-generation token finishes with STOP, before max_tokens."""
-    native = backend._native()  # type: ignore[attr-defined]
-    eos = native.eog_ids[0]
-    # Force the end token through a huge logit bias of a penalty-free path: ask for a prompt
-    # that ends a document; if the model never ends, use the chat template's end marker.
-    for prompt in ["<end_of_turn>", "The end.\n\n\n", "</html>"]:
-        r = greedy(backend, prompt=prompt, n=200)
-        if r.finish_reason is FinishReason.STOP:
-            assert r.tokens_generated < 200
-            assert backend.detokenize([eos]) not in r.text or not backend.detokenize([eos])
-            return
-    pytest.fail("the model never produced an end-of-generation token on any probe prompt")
+def test_end_of_generation_token_gives_stop(backend: InferenceBackend) -> None:
+    """When the model emits its end token (made certain here with logit_bias), the result is STOP
+    and the end token is neither counted nor in the text."""
+    eos = backend.tokenize("<eos>", add_special_tokens=False)
+    assert eos == [1]
+    r = greedy(backend, n=50, logit_bias={1: 100.0})
+    assert r.finish_reason is FinishReason.STOP
+    assert r.tokens_generated == 0 and r.text == ""
+    # <end_of_turn> ends generation too.
+    end_of_turn = backend.tokenize("<end_of_turn>", add_special_tokens=False)
+    r = greedy(backend, n=50, logit_bias={end_of_turn[0]: 100.0})
+    assert r.finish_reason is FinishReason.STOP and r.tokens_generated == 0
+
+
+def test_logit_bias_forces_and_bans_tokens(backend: InferenceBackend) -> None:
+    plain = greedy(backend, n=8)
+    first = backend.tokenize(plain.text, add_special_tokens=False)[0]
+    banned = greedy(backend, n=8, logit_bias={first: float("-inf")})
+    assert backend.tokenize(banned.text, add_special_tokens=False)[0] != first
+    word = backend.tokenize(" banana", add_special_tokens=False)
+    assert len(word) == 1
+    forced = greedy(backend, n=3, logit_bias={word[0]: 100.0})
+    assert forced.text == " banana banana banana"

@@ -39,6 +39,7 @@ class NativeModel:
         repetition_penalty: float,
         presence_penalty: float,
         frequency_penalty: float,
+        logit_bias: list[tuple[int, float]],
     ) -> NativeGeneration: ...
     def unload(self) -> None: ...
 

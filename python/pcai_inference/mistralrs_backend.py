@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
@@ -33,20 +32,15 @@ def _as_request(request: RequestLike, params: dict[str, Any]) -> GenerateRequest
     raise InvalidRequestError(f"request must be a GenerateRequest or a prompt string, got {type(request).__name__}")
 
 
-def _template_file(chat_template: str) -> tuple[str, Optional[str]]:
-    """The engine reads a chat template from a ``.jinja`` file. Returns (path, temp path to delete)."""
-    candidate = Path(chat_template)
+def _template_text(chat_template: str) -> str:
+    """A chat template given as a path is read; anything else is the template itself."""
     looks_like_path = "\n" not in chat_template and "{" not in chat_template and len(chat_template) < 4096
-    if looks_like_path and candidate.is_file():
-        if candidate.suffix in (".jinja", ".json"):
-            return str(candidate), None
-        chat_template = candidate.read_text(encoding="utf-8")
-    elif looks_like_path:
-        raise ModelNotFoundError(f"chat template file {chat_template} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix="pcai-chat-template-", suffix=".jinja")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(chat_template)
-    return tmp, tmp
+    if not looks_like_path:
+        return chat_template
+    path = Path(chat_template).expanduser()
+    if not path.is_file():
+        raise ModelNotFoundError(f"chat template file {path} does not exist")
+    return path.read_text(encoding="utf-8")
 
 
 class MistralRsBackend(InferenceBackend):
@@ -76,12 +70,8 @@ class MistralRsBackend(InferenceBackend):
         path = Path(os.fspath(model)).expanduser()
         if not path.exists():
             raise ModelNotFoundError(f"no model at {path}; check the path")
-        template_path, temp = _template_file(chat_template) if chat_template is not None else (None, None)
-        try:
-            native = _core.NativeModel.load_gguf(str(path), self._device_spec, template_path)
-        finally:
-            if temp is not None:
-                os.unlink(temp)
+        template = _template_text(chat_template) if chat_template is not None else None
+        native = _core.NativeModel.load_gguf(str(path), self._device_spec, template)
         self.unload()
         self._model = native
 
@@ -147,6 +137,7 @@ class MistralRsBackend(InferenceBackend):
             repetition_penalty=req.repetition_penalty,
             presence_penalty=req.presence_penalty,
             frequency_penalty=req.frequency_penalty,
+            logit_bias=list(req.logit_bias.items()) if req.logit_bias else [],
         )
 
     def generate_stream(self, request: RequestLike, **params: Any) -> TokenStream:

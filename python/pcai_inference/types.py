@@ -125,6 +125,8 @@ class GenerateRequest:
     repetition_penalty: float = 1.0
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
+    logit_bias: Optional[Mapping[int, float]] = None
+    """Added to the logits of these token ids before sampling (``-inf`` bans a token)."""
 
     @property
     def chat_messages(self) -> Tuple[ChatMessage, ...]:
@@ -173,6 +175,17 @@ class GenerateRequest:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise InvalidRequestError(f"{name} must be a number, got {value!r}")
             object.__setattr__(self, name, float(value))
+        if self.logit_bias is not None:
+            if not isinstance(self.logit_bias, Mapping):
+                raise InvalidRequestError("logit_bias must be a dict of token id -> bias")
+            bias: dict[int, float] = {}
+            for k, v in self.logit_bias.items():
+                if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+                    raise InvalidRequestError(f"logit_bias keys must be token ids (ints >= 0), got {k!r}")
+                if isinstance(v, bool) or not isinstance(v, (int, float)):
+                    raise InvalidRequestError(f"logit_bias values must be numbers, got {v!r}")
+                bias[k] = float(v)
+            object.__setattr__(self, "logit_bias", bias)
 
 
 @dataclass(frozen=True)
