@@ -261,13 +261,13 @@ pub fn read_gguf_header(path: &Path) -> Result<GgufSummary, String> {
         let ggml_type = r.u32(&name)?;
         let (block, block_bytes) = ggml_block(ggml_type)
             .ok_or_else(|| format!("tensor `{name}` has unknown ggml type {ggml_type}"))?;
-        if elements % block != 0 {
+        if !elements.is_multiple_of(block) {
             return Err(format!(
                 "tensor `{name}` has {elements} elements, not a multiple of its block size {block}"
             ));
         }
         let offset = r.u64(&name)?;
-        if offset % alignment != 0 {
+        if !offset.is_multiple_of(alignment) {
             return Err(format!(
                 "tensor `{name}` is not aligned to {alignment} bytes"
             ));
