@@ -39,6 +39,9 @@ impl FinishReason {
 #[derive(Clone, Debug)]
 pub struct Finished {
     pub reason: FinishReason,
+    /// The generated token ids (end-of-generation tokens excluded; a stop string may end the
+    /// text inside the last of them).
+    pub token_ids: Vec<u32>,
     pub tokens_generated: usize,
     pub prompt_tokens: usize,
     /// Seconds from submission to the first token (queueing and prompt processing).
@@ -75,7 +78,7 @@ pub struct Generation {
     decoder: IncrementalDecoder,
     matcher: StopMatcher,
     max_tokens: usize,
-    generated: usize,
+    generated: Vec<u32>,
     prompt_tokens: usize,
     started: Instant,
     done: bool,
@@ -101,7 +104,7 @@ impl Generation {
             decoder: IncrementalDecoder::new(prompt_ids),
             matcher: StopMatcher::new(params.stop),
             max_tokens: params.max_tokens,
-            generated: 0,
+            generated: Vec::new(),
             prompt_tokens: prompt_ids.len(),
             started: Instant::now(),
             done: false,
@@ -140,13 +143,13 @@ impl Generation {
                     return Ok(self.finish(FinishReason::Stop));
                 }
                 TapEvent::Token(t) => {
-                    self.generated += 1;
+                    self.generated.push(t);
                     let piece = self.decoder.push(t, &TokenizerDecode(&self.tokenizer));
                     match self.matcher.push(&piece) {
                         Matched::Stop(text) => {
                             return Ok(self.finish_with(FinishReason::StopSequence, text));
                         }
-                        Matched::Text(text) if self.generated >= self.max_tokens => {
+                        Matched::Text(text) if self.generated.len() >= self.max_tokens => {
                             return Ok(self.finish_with(FinishReason::Length, text));
                         }
                         Matched::Text(text) if !text.is_empty() => return Ok(Step::Text(text)),
@@ -210,7 +213,8 @@ impl Generation {
         let first = self.tap.first_token_at().unwrap_or(now);
         Finished {
             reason,
-            tokens_generated: self.generated,
+            token_ids: self.generated.clone(),
+            tokens_generated: self.generated.len(),
             prompt_tokens: self.prompt_tokens,
             prompt_seconds: first.saturating_duration_since(self.started).as_secs_f64(),
             decode_seconds: now.saturating_duration_since(first).as_secs_f64(),

@@ -44,6 +44,7 @@ fn finished_dict<'py>(py: Python<'py>, f: &Finished) -> PyResult<Bound<'py, PyDi
     let d = PyDict::new(py);
     d.set_item("finish_reason", f.reason.as_str())?;
     d.set_item("tokens_generated", f.tokens_generated)?;
+    d.set_item("token_ids", f.token_ids.clone())?;
     d.set_item("prompt_tokens", f.prompt_tokens)?;
     d.set_item("prompt_seconds", f.prompt_seconds)?;
     d.set_item("decode_seconds", f.decode_seconds)?;

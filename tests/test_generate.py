@@ -19,6 +19,9 @@ def test_response_fields(backend: InferenceBackend) -> None:
     assert r.tokens_generated == 24
     assert r.prompt_tokens == len(backend.tokenize(PROMPT))
     assert r.finish_reason is FinishReason.LENGTH
+    assert len(r.token_ids) == 24
+    prompt_ids = backend.tokenize(PROMPT)
+    assert backend.detokenize(prompt_ids + list(r.token_ids), skip_special_tokens=True).endswith(r.text)
     t = r.timings
     assert t.prompt_seconds > 0 and t.decode_seconds > 0
     assert t.total_seconds >= t.prompt_seconds

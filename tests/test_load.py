@@ -10,6 +10,7 @@ import pytest
 
 from pcai_inference import (
     BackendType,
+    GenerationError,
     InferenceBackend,
     ModelFormatError,
     ModelNotFoundError,
@@ -118,3 +119,14 @@ def test_unload_then_generate_then_reload(model_path: Path, tmp_path: Path) -> N
         b.load_model(copy)
         assert b.generate("Hello", max_tokens=4, temperature=0.0).text == first
     assert not b.is_loaded
+
+
+def test_unloading_during_a_generation_ends_it_with_generation_error(model_path: Path) -> None:
+    b = BackendType.MISTRALRS.create(device="cpu")
+    b.load_model(model_path)
+    stream = b.generate_stream("Once upon a time", max_tokens=5000, temperature=0.0)
+    next(stream)
+    b.unload()
+    with pytest.raises(GenerationError, match="load the model again"):
+        for _ in stream:
+            pass

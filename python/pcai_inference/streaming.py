@@ -34,6 +34,7 @@ def _async_executor() -> concurrent.futures.ThreadPoolExecutor:
 
 
 def _timings(figures: dict[str, Any]) -> Timings:
+    """Timings from the native figures; rates are per second of the phase they describe."""
     prompt_s = float(figures["prompt_seconds"])
     decode_s = float(figures["decode_seconds"])
     prompt_tokens = int(figures["prompt_tokens"])
@@ -57,6 +58,7 @@ def _chunk(text: str, figures: Optional[dict[str, Any]]) -> StreamChunk:
         tokens_generated=int(figures["tokens_generated"]),
         prompt_tokens=int(figures["prompt_tokens"]),
         timings=_timings(figures),
+        token_ids=tuple(figures["token_ids"]),
     )
 
 
@@ -167,6 +169,7 @@ def _response(parts: list[str], last: StreamChunk) -> GenerateResponse:
         prompt_tokens=last.prompt_tokens or 0,
         finish_reason=last.finish_reason,
         timings=last.timings,
+        token_ids=last.token_ids or (),
     )
 
 

@@ -210,6 +210,8 @@ class GenerateResponse:
     prompt_tokens: int
     finish_reason: FinishReason
     timings: Timings
+    token_ids: Tuple[int, ...] = ()
+    """The generated token ids (a stop string may end ``text`` inside the last one)."""
 
 
 @dataclass(frozen=True)
@@ -222,6 +224,7 @@ class StreamChunk:
     tokens_generated: Optional[int] = None
     prompt_tokens: Optional[int] = None
     timings: Optional[Timings] = field(default=None)
+    token_ids: Optional[Tuple[int, ...]] = None
 
     @property
     def is_last(self) -> bool:
