@@ -106,6 +106,7 @@ pub fn read_vocab(c: &Content) -> Result<GgufVocab, String> {
         .map_err(|e| e.to_string())?
         .clone();
     Ok(GgufVocab {
+        pre: opt(c, "tokenizer.ggml.pre", |v| v.to_string().cloned()),
         add_space_prefix: opt(c, "tokenizer.ggml.add_space_prefix", |v| v.to_bool())
             .unwrap_or(model == "llama"),
         model,

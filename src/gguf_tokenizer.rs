@@ -19,6 +19,8 @@ pub const TOKEN_BYTE: i32 = 6;
 /// The tokenizer part of a GGUF file's metadata.
 pub struct GgufVocab {
     pub model: String,
+    /// `tokenizer.ggml.pre`: which pre-tokenizer a byte-level BPE vocabulary expects.
+    pub pre: Option<String>,
     pub tokens: Vec<String>,
     pub scores: Vec<f32>,
     pub token_types: Vec<i32>,
@@ -32,6 +34,28 @@ pub struct GgufVocab {
 }
 
 const SPACE: &str = "\u{2581}";
+
+/// Pre-tokenizer regexes of byte-level BPE vocabularies, by `tokenizer.ggml.pre` (the same
+/// expressions llama.cpp and the models' own tokenizer.json files use).
+const GPT2_SPLIT: &str =
+    r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
+const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// The split regex for a `tokenizer.ggml.pre` name, and whether whole words found in the
+/// vocabulary skip the merges (Llama 3's `ignore_merges`).
+fn byte_level_split(pre: &str) -> Option<(&'static str, bool)> {
+    Some(match pre {
+        "llama3" | "llama-v3" | "llama-bpe" | "smaug-bpe" | "falcon3" | "dbrx" => {
+            (LLAMA3_SPLIT, true)
+        }
+        "qwen2" | "deepseek-r1-qwen" | "megrez" => (QWEN2_SPLIT, false),
+        "default" | "gpt2" | "gpt-2" | "phi-2" | "stablelm2" | "olmo" | "jina-es" | "jina-de" => {
+            (GPT2_SPLIT, false)
+        }
+        _ => return None,
+    })
+}
 
 /// Token texts that end a turn in the common chat formats; the model's EOS is added to them.
 const END_OF_TURN_TEXTS: &[&str] = &[
@@ -187,6 +211,45 @@ impl GgufVocab {
                     }
                 })
             }
+            "gpt2" => {
+                let pre = self.pre.as_deref().unwrap_or("default");
+                let (split, ignore_merges) = byte_level_split(pre).ok_or_else(|| {
+                    format!("the byte-level BPE pre-tokenizer `{pre}` is not known to this version")
+                })?;
+                let merges: Vec<Value> = self
+                    .merges
+                    .iter()
+                    .map(|m| match m.split_once(' ') {
+                        Some((a, b)) => Ok(json!([a, b])),
+                        None => Err(format!("malformed merge `{m}`")),
+                    })
+                    .collect::<Result<_, _>>()?;
+                json!({
+                    "version": "1.0",
+                    "truncation": null,
+                    "padding": null,
+                    "added_tokens": self.added_tokens(),
+                    "normalizer": null,
+                    "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+                        {"type": "Split", "pattern": {"Regex": split}, "behavior": "Isolated", "invert": false},
+                        {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false}
+                    ]},
+                    "post_processor": self.post_processor(),
+                    "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+                    "model": {
+                        "type": "BPE",
+                        "dropout": null,
+                        "unk_token": null,
+                        "continuing_subword_prefix": null,
+                        "end_of_word_suffix": null,
+                        "fuse_unk": false,
+                        "byte_fallback": false,
+                        "ignore_merges": ignore_merges,
+                        "vocab": self.vocab_map(),
+                        "merges": merges,
+                    }
+                })
+            }
             other => {
                 return Err(format!(
                     "GGUF tokenizer model `{other}` cannot be converted by this version"
@@ -234,6 +297,7 @@ mod tests {
         scores[10] = -0.5; // "▁ab"
         GgufVocab {
             model: "llama".into(),
+            pre: None,
             tokens,
             scores,
             token_types: types,

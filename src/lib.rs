@@ -2,6 +2,7 @@
 //! device choice, the token bridge and error mapping. Python holds the user-facing API.
 
 pub mod chat_template;
+pub mod codec;
 pub mod cpu;
 pub mod device;
 pub mod failure;
@@ -31,6 +32,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("MISTRALRS_VERSION", MISTRALRS_VERSION)?;
     m.add_class::<python_api::NativeModel>()?;
     m.add_class::<python_api::NativeGeneration>()?;
+    m.add_class::<python_api::NativeTokenizer>()?;
     m.add_function(wrap_pyfunction!(python_api::build_features, m)?)?;
     m.add_function(wrap_pyfunction!(python_api::resolve_device_name, m)?)?;
     m.add_function(wrap_pyfunction!(python_api::cpu_kernels, m)?)?;

@@ -12,9 +12,9 @@ use mistralrs::core::{
 use mistralrs::{
     Constraint, Device, MistralRs, NormalRequest, Request, RequestLike, Response, SchedulerConfig,
 };
-use tokenizers::Tokenizer;
 
 use crate::chat_template::ChatTemplate;
+use crate::codec::Codec;
 use crate::device::{resolve_device, DeviceRequest};
 use crate::failure::{catch_engine_panic, Failure, FailureKind, Outcome};
 use crate::generation::Generation;
@@ -41,11 +41,9 @@ pub struct LoadOptions {
 
 pub struct LoadedModel {
     runner: Arc<MistralRs>,
-    tokenizer: Arc<Tokenizer>,
+    codec: Codec,
     /// End-of-generation ids; the first is the one we force to end a sequence early.
     eog_ids: Vec<u32>,
-    bos_id: Option<u32>,
-    add_bos: bool,
     pub context_window: usize,
     pub device: String,
     pub model_path: PathBuf,
@@ -215,23 +213,25 @@ impl LoadedModel {
             let p = pipeline.blocking_lock();
             (p.tokenizer(), p.get_metadata())
         };
-        // Our own conversion of the GGUF vocabulary where we have one (a converted model's
-        // engine tokenizer is already ours); the engine's otherwise.
-        let ours = match (converted, engine_tokenizer.clone()) {
-            (true, Some(t)) => Some(t),
-            _ => vocab
-                .to_tokenizer_json()
-                .ok()
-                .map(|json| Tokenizer::from_bytes(json.as_bytes()).map(Arc::new))
-                .transpose()
-                .map_err(|e| Failure::new(FailureKind::ModelFormat, format!("tokenizer: {e}")))?,
+        // Our own conversion of the GGUF vocabulary (a converted model's engine tokenizer is
+        // already ours); the engine's for tokenizer kinds we do not convert.
+        let bos = vocab.bos_id.filter(|_| vocab.add_bos);
+        let codec = match (converted, engine_tokenizer) {
+            (true, Some(t)) => Codec::new(t, bos),
+            (_, engine) => match Codec::from_vocab(&vocab) {
+                Ok(c) => c,
+                Err(why) => {
+                    let t = engine.ok_or_else(|| {
+                        Failure::new(
+                            FailureKind::ModelFormat,
+                            format!("{}: {why}", path.display()),
+                        )
+                    })?;
+                    tracing::warn!("using the engine's tokenizer: {why}");
+                    Codec::new(t, bos)
+                }
+            },
         };
-        let tokenizer = ours.or(engine_tokenizer).ok_or_else(|| {
-            Failure::new(
-                FailureKind::ModelFormat,
-                format!("{} has no tokenizer in its metadata", path.display()),
-            )
-        })?;
         tracing::info!("tokenizer ready after {:.2?}", started.elapsed());
         let mut eog_ids = vocab.end_of_generation_ids();
         for id in &metadata.eos_tok {
@@ -260,10 +260,8 @@ impl LoadedModel {
         );
         Ok(Self {
             runner,
-            tokenizer,
+            codec,
             eog_ids,
-            bos_id: vocab.bos_id,
-            add_bos: vocab.add_bos,
             context_window,
             device: device_name,
             model_path: path,
@@ -273,42 +271,20 @@ impl LoadedModel {
         })
     }
 
-    pub fn tokenizer(&self) -> &Arc<Tokenizer> {
-        &self.tokenizer
+    pub fn codec(&self) -> &Codec {
+        &self.codec
     }
 
     pub fn eog_ids(&self) -> &[u32] {
         &self.eog_ids
     }
 
-    /// Token ids of `text`; with `add_special_tokens` the model's BOS comes first when the
-    /// model asks for one.
     pub fn tokenize(&self, text: &str, add_special_tokens: bool) -> Outcome<Vec<u32>> {
-        let enc = self
-            .tokenizer
-            .encode_fast(text, add_special_tokens)
-            .map_err(|e| Failure::invalid(format!("cannot tokenize the text: {e}")))?;
-        let mut ids = enc.get_ids().to_vec();
-        if add_special_tokens && self.add_bos {
-            if let Some(bos) = self.bos_id {
-                if ids.first() != Some(&bos) {
-                    ids.insert(0, bos);
-                }
-            }
-        }
-        Ok(ids)
+        self.codec.tokenize(text, add_special_tokens)
     }
 
     pub fn detokenize(&self, ids: &[u32], skip_special_tokens: bool) -> Outcome<String> {
-        let vocab = self.tokenizer.get_vocab_size(true) as u32;
-        if let Some(bad) = ids.iter().find(|&&i| i >= vocab) {
-            return Err(Failure::invalid(format!(
-                "token id {bad} is outside the vocabulary (0..{vocab})"
-            )));
-        }
-        self.tokenizer
-            .decode(ids, skip_special_tokens)
-            .map_err(|e| Failure::invalid(format!("cannot decode the tokens: {e}")))
+        self.codec.detokenize(ids, skip_special_tokens)
     }
 
     /// Renders chat messages (a JSON list) with the chat template and tokenizes them.
@@ -331,7 +307,7 @@ impl LoadedModel {
     pub fn start(&self, prompt_ids: Vec<u32>, params: GenerationParams) -> Outcome<Generation> {
         params.validate().map_err(Failure::invalid)?;
         check_context(prompt_ids.len(), self.context_window).map_err(Failure::invalid)?;
-        let vocab = self.tokenizer.get_vocab_size(true) as u32;
+        let vocab = self.codec.vocab_size();
         if let Some(bad) = prompt_ids.iter().find(|&&i| i >= vocab) {
             return Err(Failure::invalid(format!(
                 "prompt token id {bad} is outside the vocabulary (0..{vocab})"
@@ -431,7 +407,7 @@ impl LoadedModel {
         Ok(Generation::new(
             events_rx,
             tap,
-            self.tokenizer.clone(),
+            self.codec.tokenizer().clone(),
             self.eog_ids.clone(),
             &prompt_ids,
             params,

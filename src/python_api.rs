@@ -8,6 +8,7 @@ use std::time::Duration;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
+use crate::codec::Codec;
 use crate::device::{compiled_features, parse_device, resolve_device};
 use crate::failure::{catch_engine_panic, Failure, FailureKind};
 use crate::generation::{Finished, Generation, Step};
@@ -257,4 +258,68 @@ pub fn resolve_device_name(py: Python<'_>, spec: &str) -> PyResult<String> {
 #[pyfunction]
 pub fn cpu_kernels() -> Vec<(&'static str, bool, bool)> {
     crate::cpu::kernel_features()
+}
+
+/// The tokenizer of a GGUF file, loaded without the model's weights.
+#[pyclass(frozen, name = "NativeTokenizer", module = "pcai_inference._core")]
+pub struct NativeTokenizer {
+    codec: Codec,
+    eog_ids: Vec<u32>,
+    bos_id: Option<u32>,
+}
+
+#[pymethods]
+impl NativeTokenizer {
+    #[staticmethod]
+    fn from_gguf(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
+        let (codec, vocab) = py
+            .detach(|| {
+                catch_engine_panic(FailureKind::ModelFormat, "reading the tokenizer", || {
+                    Codec::from_gguf_file(&path)
+                })
+            })
+            .py()?;
+        Ok(Self {
+            codec,
+            eog_ids: vocab.end_of_generation_ids(),
+            bos_id: vocab.bos_id,
+        })
+    }
+
+    #[pyo3(signature = (text, add_special_tokens = true))]
+    fn tokenize(
+        &self,
+        py: Python<'_>,
+        text: String,
+        add_special_tokens: bool,
+    ) -> PyResult<Vec<u32>> {
+        py.detach(|| self.codec.tokenize(&text, add_special_tokens))
+            .py()
+    }
+
+    #[pyo3(signature = (ids, skip_special_tokens = false))]
+    fn detokenize(
+        &self,
+        py: Python<'_>,
+        ids: Vec<u32>,
+        skip_special_tokens: bool,
+    ) -> PyResult<String> {
+        py.detach(|| self.codec.detokenize(&ids, skip_special_tokens))
+            .py()
+    }
+
+    #[getter]
+    fn vocab_size(&self) -> u32 {
+        self.codec.vocab_size()
+    }
+
+    #[getter]
+    fn eog_ids(&self) -> Vec<u32> {
+        self.eog_ids.clone()
+    }
+
+    #[getter]
+    fn bos_id(&self) -> Option<u32> {
+        self.bos_id
+    }
 }

@@ -27,6 +27,7 @@ from .errors import (  # noqa: E402
 from .info import build_info  # noqa: E402
 from .mistralrs_backend import MistralRsBackend  # noqa: E402
 from .streaming import AsyncTokenStream, TokenStream  # noqa: E402
+from .tokenizer import Tokenizer  # noqa: E402
 from .types import (  # noqa: E402
     ChatMessage,
     ContentPart,
@@ -61,6 +62,7 @@ __all__ = [
     "TextPart",
     "Timings",
     "TokenStream",
+    "Tokenizer",
     "build_info",
     "default_model_path",
 ]

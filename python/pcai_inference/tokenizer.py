@@ -1,0 +1,41 @@
+"""A GGUF file's tokenizer on its own, without loading the model (like llama.cpp's vocab-only)."""
+
+from __future__ import annotations
+
+import os
+from typing import Optional, Sequence, Union
+
+from . import _core
+
+__all__ = ["Tokenizer"]
+
+
+class Tokenizer:
+    """Text to token ids and back, exactly as a loaded model of the same file tokenizes."""
+
+    def __init__(self, native: _core.NativeTokenizer) -> None:
+        self._native = native
+
+    @classmethod
+    def from_gguf(cls, path: Union[str, os.PathLike[str]]) -> Tokenizer:
+        """Reads the tokenizer of a ``.gguf`` file (only its metadata is read)."""
+        return cls(_core.NativeTokenizer.from_gguf(os.fspath(path)))
+
+    def tokenize(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        return self._native.tokenize(text, add_special_tokens)
+
+    def detokenize(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
+        return self._native.detokenize(list(ids), skip_special_tokens)
+
+    @property
+    def vocab_size(self) -> int:
+        return self._native.vocab_size
+
+    @property
+    def bos_id(self) -> Optional[int]:
+        return self._native.bos_id
+
+    @property
+    def eog_ids(self) -> list[int]:
+        """Token ids that end generation (EOS and end-of-turn tokens)."""
+        return self._native.eog_ids

@@ -1,0 +1,87 @@
+//! Text to token ids and back, with the model's BOS rule. Shared by loaded models and the
+//! standalone GGUF tokenizer.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use tokenizers::Tokenizer;
+
+use crate::failure::{Failure, FailureKind, Outcome};
+use crate::gguf_convert;
+use crate::gguf_header::read_gguf_header;
+use crate::gguf_tokenizer::GgufVocab;
+
+#[derive(Clone)]
+pub struct Codec {
+    tokenizer: Arc<Tokenizer>,
+    /// Put first when special tokens are added, unless the tokenizer already did.
+    bos_id: Option<u32>,
+}
+
+impl Codec {
+    pub fn new(tokenizer: Arc<Tokenizer>, bos_id: Option<u32>) -> Self {
+        Self { tokenizer, bos_id }
+    }
+
+    /// Our conversion of a GGUF vocabulary.
+    pub fn from_vocab(vocab: &GgufVocab) -> Result<Self, String> {
+        let json = vocab.to_tokenizer_json()?;
+        let tokenizer =
+            Tokenizer::from_bytes(json.as_bytes()).map_err(|e| format!("tokenizer: {e}"))?;
+        Ok(Self::new(
+            Arc::new(tokenizer),
+            vocab.bos_id.filter(|_| vocab.add_bos),
+        ))
+    }
+
+    /// The tokenizer of a GGUF file, without loading its weights.
+    pub fn from_gguf_file(path: &Path) -> Outcome<(Self, GgufVocab)> {
+        let format =
+            |e: String| Failure::new(FailureKind::ModelFormat, format!("{}: {e}", path.display()));
+        if !path.is_file() {
+            return Err(Failure::new(
+                FailureKind::ModelNotFound,
+                format!("no GGUF file at {}; check the path", path.display()),
+            ));
+        }
+        read_gguf_header(path).map_err(format)?;
+        let content = gguf_convert::read_content(path).map_err(format)?;
+        let vocab = gguf_convert::read_vocab(&content).map_err(format)?;
+        let codec = Self::from_vocab(&vocab).map_err(format)?;
+        Ok((codec, vocab))
+    }
+
+    pub fn tokenizer(&self) -> &Arc<Tokenizer> {
+        &self.tokenizer
+    }
+
+    pub fn vocab_size(&self) -> u32 {
+        self.tokenizer.get_vocab_size(true) as u32
+    }
+
+    pub fn tokenize(&self, text: &str, add_special_tokens: bool) -> Outcome<Vec<u32>> {
+        let enc = self
+            .tokenizer
+            .encode_fast(text, add_special_tokens)
+            .map_err(|e| Failure::invalid(format!("cannot tokenize the text: {e}")))?;
+        let mut ids = enc.get_ids().to_vec();
+        if let (true, Some(bos)) = (add_special_tokens, self.bos_id) {
+            if ids.first() != Some(&bos) {
+                ids.insert(0, bos);
+            }
+        }
+        Ok(ids)
+    }
+
+    pub fn detokenize(&self, ids: &[u32], skip_special_tokens: bool) -> Outcome<String> {
+        let vocab = self.vocab_size();
+        if let Some(bad) = ids.iter().find(|&&i| i >= vocab) {
+            return Err(Failure::invalid(format!(
+                "token id {bad} is outside the vocabulary (0..{vocab})"
+            )));
+        }
+        self.tokenizer
+            .decode(ids, skip_special_tokens)
+            .map_err(|e| Failure::invalid(format!("cannot decode the tokens: {e}")))
+    }
+}
