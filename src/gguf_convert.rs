@@ -206,25 +206,61 @@ fn fnv1a(parts: &[&[u8]]) -> u64 {
     h
 }
 
+/// A key from the file's content, not its path: copies of one model share an entry. The
+/// header (metadata and tensor table) and the last megabyte identify a GGUF file in practice.
 fn cache_key(path: &Path) -> Result<String, String> {
-    let m = std::fs::metadata(path).map_err(|e| e.to_string())?;
-    let mtime = m
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
+    use std::io::{Read, Seek, SeekFrom};
+    const SAMPLE: u64 = 1 << 20;
+    let mut f = File::open(path).map_err(|e| e.to_string())?;
+    let len = f.metadata().map_err(|e| e.to_string())?.len();
+    let mut head = Vec::new();
+    (&mut f)
+        .take(8 * SAMPLE)
+        .read_to_end(&mut head)
+        .map_err(|e| e.to_string())?;
+    let mut tail = Vec::new();
+    f.seek(SeekFrom::Start(len.saturating_sub(SAMPLE)))
+        .map_err(|e| e.to_string())?;
+    f.read_to_end(&mut tail).map_err(|e| e.to_string())?;
     let stem = path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
     let key = fnv1a(&[
-        path.to_string_lossy().as_bytes(),
-        &m.len().to_le_bytes(),
-        &mtime.to_le_bytes(),
+        &head,
+        &tail,
+        &len.to_le_bytes(),
         &CONVERTER_VERSION.to_le_bytes(),
     ]);
     Ok(format!("{stem}-{key:016x}"))
+}
+
+/// How many converted models the cache keeps; the least recently used go first.
+const MAX_CACHED_MODELS: usize = 4;
+
+fn touch(marker: &Path) {
+    if let Ok(f) = File::options().write(true).open(marker) {
+        let _ = f.set_modified(std::time::SystemTime::now());
+    }
+}
+
+/// Removes the least recently used entries beyond `MAX_CACHED_MODELS`.
+fn evict(cache: &Path) {
+    let Ok(entries) = std::fs::read_dir(cache) else {
+        return;
+    };
+    let mut complete: Vec<(std::time::SystemTime, PathBuf)> = entries
+        .flatten()
+        .filter_map(|e| {
+            let marker = e.path().join(".complete");
+            let used = std::fs::metadata(&marker).and_then(|m| m.modified()).ok()?;
+            Some((used, e.path()))
+        })
+        .collect();
+    complete.sort_by(|a, b| b.0.cmp(&a.0));
+    for (_, dir) in complete.into_iter().skip(MAX_CACHED_MODELS) {
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
 
 const UQFF_FILE: &str = "weights.uqff";
@@ -233,6 +269,7 @@ const UQFF_FILE: &str = "weights.uqff";
 pub fn convert_gemma3(path: &Path, cache: &Path) -> Result<Converted, String> {
     let dir = cache.join(cache_key(path)?);
     if dir.join(".complete").is_file() {
+        touch(&dir.join(".complete"));
         return Ok(Converted {
             dir,
             uqff_file: UQFF_FILE.into(),
@@ -262,6 +299,7 @@ pub fn convert_gemma3(path: &Path, cache: &Path) -> Result<Converted, String> {
             ));
         }
     }
+    evict(cache);
     Ok(Converted {
         dir,
         uqff_file: UQFF_FILE.into(),

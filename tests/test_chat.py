@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -75,3 +77,40 @@ def test_bad_messages() -> None:
         GenerateRequest(messages=())
     with pytest.raises(InvalidRequestError, match="content part"):
         GenerateRequest(messages=({"role": "user", "content": [{"type": "video", "url": "x"}]},))  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def model_with_template(model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the model with a chat template embedded (tokenizer.chat_template)."""
+    out = tmp_path_factory.mktemp("templated") / "gemma-with-template.gguf"
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gguf.scripts.gguf_new_metadata",
+            "--force",
+            "--chat-template",
+            GEMMA_TEMPLATE,
+            str(model_path),
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def test_chat_uses_the_template_embedded_in_the_gguf(model_with_template: Path) -> None:
+    with BackendType.MISTRALRS.create(device="cpu") as b:
+        b.load_model(model_with_template)
+        r = b.chat([{"role": "user", "content": "Hi"}], max_tokens=4, temperature=0.0)
+        assert r.prompt_tokens == 10
+
+
+def test_chat_template_argument_overrides_the_embedded_one(model_with_template: Path) -> None:
+    plain = "{{ bos_token }}{% for m in messages %}{{ m['content'] }}\n{% endfor %}"
+    with BackendType.MISTRALRS.create(device="cpu") as b:
+        b.load_model(model_with_template, chat_template=plain)
+        r = b.chat([{"role": "user", "content": "Hi"}], max_tokens=4, temperature=0.0)
+        assert r.prompt_tokens == len(b.tokenize("Hi\n"))
