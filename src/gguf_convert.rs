@@ -52,42 +52,35 @@ fn opt<T>(c: &Content, key: &str, f: impl Fn(&Value) -> candle_core::Result<T>) 
     c.metadata.get(key).and_then(|v| f(v).ok())
 }
 
+/// A metadata array converted item by item; `None` when the key is absent.
+fn array<T>(
+    c: &Content,
+    key: &str,
+    item: impl Fn(&Value) -> candle_core::Result<T>,
+) -> Result<Option<Vec<T>>, String> {
+    let Some(v) = c.metadata.get(key) else {
+        return Ok(None);
+    };
+    v.to_vec()
+        .and_then(|items| {
+            items
+                .iter()
+                .map(&item)
+                .collect::<candle_core::Result<Vec<T>>>()
+        })
+        .map(Some)
+        .map_err(|e| format!("`{key}`: {e}"))
+}
+
 /// The tokenizer metadata of a GGUF file.
 pub fn read_vocab(c: &Content) -> Result<GgufVocab, String> {
-    let list = |key: &str| -> Result<&Vec<Value>, String> {
-        meta(c, key)?.to_vec().map_err(|e| format!("`{key}`: {e}"))
-    };
-    let tokens = list("tokenizer.ggml.tokens")?
-        .iter()
-        .map(|v| v.to_string().cloned().map_err(|e| e.to_string()))
-        .collect::<Result<Vec<_>, _>>()?;
-    let scores = match c.metadata.get("tokenizer.ggml.scores") {
-        Some(v) => v
-            .to_vec()
-            .map_err(|e| e.to_string())?
-            .iter()
-            .map(|s| s.to_f32().map_err(|e| e.to_string()))
-            .collect::<Result<Vec<_>, _>>()?,
-        None => vec![0.0; tokens.len()],
-    };
-    let token_types = match c.metadata.get("tokenizer.ggml.token_type") {
-        Some(v) => v
-            .to_vec()
-            .map_err(|e| e.to_string())?
-            .iter()
-            .map(|s| s.to_i32().map_err(|e| e.to_string()))
-            .collect::<Result<Vec<_>, _>>()?,
-        None => vec![crate::gguf_tokenizer::TOKEN_NORMAL; tokens.len()],
-    };
-    let merges = match c.metadata.get("tokenizer.ggml.merges") {
-        Some(v) => v
-            .to_vec()
-            .map_err(|e| e.to_string())?
-            .iter()
-            .map(|s| s.to_string().cloned().map_err(|e| e.to_string()))
-            .collect::<Result<Vec<_>, _>>()?,
-        None => Vec::new(),
-    };
+    let tokens = array(c, "tokenizer.ggml.tokens", |v| v.to_string().cloned())?
+        .ok_or("the GGUF metadata lacks `tokenizer.ggml.tokens`")?;
+    let scores = array(c, "tokenizer.ggml.scores", Value::to_f32)?
+        .unwrap_or_else(|| vec![0.0; tokens.len()]);
+    let token_types = array(c, "tokenizer.ggml.token_type", Value::to_i32)?
+        .unwrap_or_else(|| vec![crate::gguf_tokenizer::TOKEN_NORMAL; tokens.len()]);
+    let merges = array(c, "tokenizer.ggml.merges", |v| v.to_string().cloned())?.unwrap_or_default();
     if scores.len() != tokens.len() || token_types.len() != tokens.len() {
         return Err("the GGUF tokenizer arrays have different lengths".into());
     }

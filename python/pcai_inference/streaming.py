@@ -62,43 +62,64 @@ def _chunk(text: str, figures: Optional[dict[str, Any]]) -> StreamChunk:
     )
 
 
+class _StreamState:
+    """What the sync and async iterators share: turning native events into chunks, and
+    cancelling once."""
+
+    def __init__(self, generation: NativeGeneration) -> None:
+        self.generation = generation
+        self.finished = False
+        self.last: Optional[StreamChunk] = None
+
+    def accept(self, event: tuple[str, Optional[dict[str, Any]]]) -> StreamChunk:
+        text, figures = event
+        chunk = _chunk(text, figures)
+        if chunk.is_last:
+            self.finished = True
+            self.last = chunk
+        return chunk
+
+    def cancel(self) -> None:
+        if not self.finished:
+            self.finished = True
+            figures = self.generation.cancel()
+            if figures is not None:
+                self.last = _chunk("", figures)
+
+
 class TokenStream(Iterator[StreamChunk]):
     """Iterates over the text of a running generation; also a context manager."""
 
     def __init__(self, generation: NativeGeneration) -> None:
-        self._generation = generation
-        self._finished = False
-        self.last: Optional[StreamChunk] = None
+        self._state = _StreamState(generation)
+
+    @property
+    def _generation(self) -> NativeGeneration:
+        return self._state.generation
+
+    @property
+    def last(self) -> Optional[StreamChunk]:
         """The final chunk, once the stream has ended."""
+        return self._state.last
 
     def __iter__(self) -> TokenStream:
         return self
 
     def __next__(self) -> StreamChunk:
-        if self._finished:
+        if self._state.finished:
             raise StopIteration
         try:
-            while True:
-                event = self._generation.next(_WAIT_SLICE_S)
-                if event is not None:
-                    break
+            event = None
+            while event is None:
+                event = self._state.generation.next(_WAIT_SLICE_S)
         except BaseException:
-            self.close()
+            self._state.cancel()
             raise
-        text, figures = event
-        chunk = _chunk(text, figures)
-        if chunk.is_last:
-            self._finished = True
-            self.last = chunk
-        return chunk
+        return self._state.accept(event)
 
     def close(self) -> None:
         """Stops the generation if it is still running."""
-        if not self._finished:
-            self._finished = True
-            figures = self._generation.cancel()
-            if figures is not None:
-                self.last = _chunk("", figures)
+        self._state.cancel()
 
     def __enter__(self) -> TokenStream:
         return self
@@ -107,58 +128,56 @@ class TokenStream(Iterator[StreamChunk]):
         self.close()
 
     def __del__(self) -> None:
-        self.close()
+        state = getattr(self, "_state", None)
+        if state is not None:
+            state.cancel()
 
 
 class AsyncTokenStream(AsyncIterator[StreamChunk]):
     """The asyncio twin of :class:`TokenStream`."""
 
     def __init__(self, generation: NativeGeneration) -> None:
-        self._generation = generation
-        self._finished = False
-        self.last: Optional[StreamChunk] = None
+        self._state = _StreamState(generation)
+
+    @property
+    def _generation(self) -> NativeGeneration:
+        return self._state.generation
+
+    @property
+    def last(self) -> Optional[StreamChunk]:
+        """The final chunk, once the stream has ended."""
+        return self._state.last
 
     def __aiter__(self) -> AsyncTokenStream:
         return self
 
     async def __anext__(self) -> StreamChunk:
-        if self._finished:
+        if self._state.finished:
             raise StopAsyncIteration
         loop = asyncio.get_running_loop()
         try:
-            while True:
-                event = await loop.run_in_executor(_async_executor(), self._generation.next, _WAIT_SLICE_S)
-                if event is not None:
-                    break
+            event = None
+            while event is None:
+                event = await loop.run_in_executor(_async_executor(), self._state.generation.next, _WAIT_SLICE_S)
         except BaseException:
-            self._cancel()
+            self._state.cancel()
             raise
-        text, figures = event
-        chunk = _chunk(text, figures)
-        if chunk.is_last:
-            self._finished = True
-            self.last = chunk
-        return chunk
-
-    def _cancel(self) -> None:
-        if not self._finished:
-            self._finished = True
-            figures = self._generation.cancel()
-            if figures is not None:
-                self.last = _chunk("", figures)
+        return self._state.accept(event)
 
     async def aclose(self) -> None:
         """Stops the generation if it is still running."""
-        self._cancel()
+        self._state.cancel()
 
     async def __aenter__(self) -> AsyncTokenStream:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        self._cancel()
+        self._state.cancel()
 
     def __del__(self) -> None:
-        self._cancel()
+        state = getattr(self, "_state", None)
+        if state is not None:
+            state.cancel()
 
 
 def _response(parts: list[str], last: StreamChunk) -> GenerateResponse:
