@@ -250,7 +250,7 @@ fn evict(cache: &Path) {
             Some((used, e.path()))
         })
         .collect();
-    complete.sort_by(|a, b| b.0.cmp(&a.0));
+    complete.sort_by_key(|entry| std::cmp::Reverse(entry.0));
     for (_, dir) in complete.into_iter().skip(MAX_CACHED_MODELS) {
         let _ = std::fs::remove_dir_all(dir);
     }

@@ -87,8 +87,8 @@ class _StreamState:
                 self.last = _chunk("", figures)
 
 
-class TokenStream(Iterator[StreamChunk]):
-    """Iterates over the text of a running generation; also a context manager."""
+class _StreamBase:
+    """A stream's state, and the cancel-on-garbage-collection both stream kinds need."""
 
     def __init__(self, generation: NativeGeneration) -> None:
         self._state = _StreamState(generation)
@@ -101,6 +101,15 @@ class TokenStream(Iterator[StreamChunk]):
     def last(self) -> Optional[StreamChunk]:
         """The final chunk, once the stream has ended."""
         return self._state.last
+
+    def __del__(self) -> None:
+        state = getattr(self, "_state", None)
+        if state is not None:
+            state.cancel()
+
+
+class TokenStream(_StreamBase, Iterator[StreamChunk]):
+    """Iterates over the text of a running generation; also a context manager."""
 
     def __iter__(self) -> TokenStream:
         return self
@@ -127,26 +136,9 @@ class TokenStream(Iterator[StreamChunk]):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def __del__(self) -> None:
-        state = getattr(self, "_state", None)
-        if state is not None:
-            state.cancel()
 
-
-class AsyncTokenStream(AsyncIterator[StreamChunk]):
+class AsyncTokenStream(_StreamBase, AsyncIterator[StreamChunk]):
     """The asyncio twin of :class:`TokenStream`."""
-
-    def __init__(self, generation: NativeGeneration) -> None:
-        self._state = _StreamState(generation)
-
-    @property
-    def _generation(self) -> NativeGeneration:
-        return self._state.generation
-
-    @property
-    def last(self) -> Optional[StreamChunk]:
-        """The final chunk, once the stream has ended."""
-        return self._state.last
 
     def __aiter__(self) -> AsyncTokenStream:
         return self
@@ -173,11 +165,6 @@ class AsyncTokenStream(AsyncIterator[StreamChunk]):
 
     async def __aexit__(self, *exc: object) -> None:
         self._state.cancel()
-
-    def __del__(self) -> None:
-        state = getattr(self, "_state", None)
-        if state is not None:
-            state.cancel()
 
 
 def _response(parts: list[str], last: StreamChunk) -> GenerateResponse:
