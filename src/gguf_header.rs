@@ -328,22 +328,19 @@ mod tests {
         b
     }
 
+    /// Writes `bytes` to a temporary file, checks it, and removes the file.
     fn check(bytes: &[u8]) -> Result<GgufSummary, String> {
-        let mut f = tempfile();
-        f.1.write_all(bytes).unwrap();
-        read_gguf_header(&f.0)
-    }
-
-    fn tempfile() -> (std::path::PathBuf, File) {
         use std::sync::atomic::{AtomicUsize, Ordering};
         static N: AtomicUsize = AtomicUsize::new(0);
-        let p = std::env::temp_dir().join(format!(
+        let path = std::env::temp_dir().join(format!(
             "pcai-gguf-test-{}-{}.gguf",
             std::process::id(),
             N.fetch_add(1, Ordering::Relaxed)
         ));
-        let f = File::create(&p).unwrap();
-        (p, f)
+        File::create(&path).unwrap().write_all(bytes).unwrap();
+        let result = read_gguf_header(&path);
+        std::fs::remove_file(&path).unwrap();
+        result
     }
 
     #[test]
