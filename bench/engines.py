@@ -1,0 +1,197 @@
+"""One engine under test, measured in its own process (so peak RSS is its own).
+
+Usage: python bench/engines.py ENGINE MODEL.gguf OUT.json
+ENGINE is ``pcai`` (this package), ``mistralrs`` (the official wheel) or ``llama-cpp``
+(llama-cpp-python). Every engine runs the same greedy workloads with end-of-sequence
+tokens banned, so each run generates exactly the tokens asked for.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import statistics
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+DECODE_TOKENS = 128
+CONCURRENT = 4
+CONCURRENT_TOKENS = 64
+SHORT_PROMPT = "The history of the Roman Empire began"
+# About 512 tokens of plain English for the Gemma 3 tokenizer (checked by the harness).
+LONG_PROMPT = (
+    "The Roman Empire was the post-Republican state of ancient Rome. It included territory around the "
+    "Mediterranean in Europe, North Africa, and Western Asia, and was ruled by emperors. "
+) * 17
+
+
+class Engine:
+    """The workloads every engine implements."""
+
+    def count_tokens(self, text: str) -> int:
+        raise NotImplementedError
+
+    def generate(self, prompt: str, n: int) -> tuple[float, int]:
+        """Greedy, EOS banned; returns (seconds to the first token, tokens generated)."""
+        raise NotImplementedError
+
+    def stream(self, prompt: str, n: int) -> Iterator[str]:
+        raise NotImplementedError
+
+    concurrent_safe = True
+
+
+class Pcai(Engine):
+    def __init__(self, model: str) -> None:
+        from pcai_inference import BackendType
+
+        self.b = BackendType.MISTRALRS.create(device="cpu")
+        self.b.load_model(model)
+        self.ban = {i: float("-inf") for i in self.b._native().eog_ids}  # type: ignore[attr-defined]
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.b.tokenize(text))
+
+    def generate(self, prompt: str, n: int) -> tuple[float, int]:
+        r = self.b.generate(prompt, max_tokens=n, temperature=0.0, logit_bias=self.ban)
+        return r.timings.prompt_seconds, r.tokens_generated
+
+    def stream(self, prompt: str, n: int) -> Iterator[str]:
+        for chunk in self.b.generate_stream(prompt, max_tokens=n, temperature=0.0, logit_bias=self.ban):
+            yield chunk.text
+
+
+class LlamaCpp(Engine):
+    concurrent_safe = False  # one context; calls are serialized with a lock
+
+    def __init__(self, model: str) -> None:
+        from llama_cpp import Llama
+
+        self.llm = Llama(model_path=model, n_ctx=2048, n_threads=2, seed=0, verbose=False)
+        self.ban = {i: float("-inf") for i in (self.llm.token_eos(), *self._eog_extra())}
+        self.lock = threading.Lock()
+
+    def _eog_extra(self) -> list[int]:
+        ids = self.llm.tokenize(b"<end_of_turn>", add_bos=False, special=True)
+        return ids if len(ids) == 1 else []
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.llm.tokenize(text.encode()))
+
+    def generate(self, prompt: str, n: int) -> tuple[float, int]:
+        with self.lock:
+            t0 = time.perf_counter()
+            first = None
+            count = 0
+            for _ in self.llm.create_completion(
+                prompt, max_tokens=n, temperature=0.0, repeat_penalty=1.0, logit_bias=self.ban, stream=True
+            ):
+                first = first or time.perf_counter() - t0
+                count += 1
+            return first or 0.0, count
+
+    def stream(self, prompt: str, n: int) -> Iterator[str]:
+        with self.lock:
+            for part in self.llm.create_completion(
+                prompt, max_tokens=n, temperature=0.0, repeat_penalty=1.0, logit_bias=self.ban, stream=True
+            ):
+                yield part["choices"][0]["text"]
+
+
+class MistralRsWheel(Engine):
+    def __init__(self, model: str) -> None:
+        from mistralrs import Runner, Which
+
+        p = Path(model)
+        self.runner = Runner(
+            which=Which.GGUF(tok_model_id=None, quantized_model_id=str(p.parent), quantized_filename=p.name)
+        )
+
+    def count_tokens(self, text: str) -> int:
+        r = self._complete(text, 1, stream=False)
+        return int(r.usage.prompt_tokens)
+
+    def _complete(self, prompt: str, n: int, stream: bool) -> Any:
+        from mistralrs import CompletionRequest
+
+        return self.runner.send_completion_request(
+            CompletionRequest(model="bench", prompt=prompt, max_tokens=n, temperature=0.0, stream=stream)
+        )
+
+    def generate(self, prompt: str, n: int) -> tuple[float, int]:
+        t0 = time.perf_counter()
+        first = None
+        count = 0
+        for _ in self.stream(prompt, n):
+            first = first or time.perf_counter() - t0
+            count += 1
+        return first or 0.0, count
+
+    def stream(self, prompt: str, n: int) -> Iterator[str]:
+        for chunk in self._complete(prompt, n, stream=True):
+            yield chunk.choices[0].text
+
+
+ENGINES: dict[str, Callable[[str], Engine]] = {"pcai": Pcai, "llama-cpp": LlamaCpp, "mistralrs": MistralRsWheel}
+
+
+def timed_decode(engine: Engine) -> dict[str, float]:
+    """Tokens per second over the decode phase (after the first token), median of 3."""
+    rates = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        ttft, n = engine.generate(SHORT_PROMPT, DECODE_TOKENS)
+        total = time.perf_counter() - t0
+        rates.append((n - 1) / max(total - ttft, 1e-9))
+    return {"decode_tok_s": statistics.median(rates), "decode_tokens": float(DECODE_TOKENS)}
+
+
+def timed_stream(engine: Engine) -> dict[str, float]:
+    t0 = time.perf_counter()
+    stamps = []
+    for _ in engine.stream(SHORT_PROMPT, DECODE_TOKENS):
+        stamps.append(time.perf_counter())
+    gaps = [b - a for a, b in zip(stamps, stamps[1:])]
+    return {
+        "stream_decode_tok_s": (len(stamps) - 1) / max(stamps[-1] - stamps[0], 1e-9),
+        "stream_ms_between_chunks": 1000 * statistics.median(gaps) if gaps else 0.0,
+        "stream_first_chunk_s": stamps[0] - t0 if stamps else 0.0,
+    }
+
+
+def timed_prefill(engine: Engine) -> dict[str, float]:
+    n_prompt = engine.count_tokens(LONG_PROMPT)
+    t0 = time.perf_counter()
+    ttft, _ = engine.generate(LONG_PROMPT, 1)
+    wall = time.perf_counter() - t0
+    ttft = ttft or wall
+    return {"prefill_prompt_tokens": float(n_prompt), "ttft_s": ttft, "prefill_tok_s": n_prompt / ttft}
+
+
+def timed_concurrent(engine: Engine) -> dict[str, float]:
+    prompts = [f"{SHORT_PROMPT} ({i})" for i in range(CONCURRENT)]
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(CONCURRENT) as pool:
+        counts = list(pool.map(lambda p: engine.generate(p, CONCURRENT_TOKENS)[1], prompts))
+    wall = time.perf_counter() - t0
+    return {"concurrent_total_tok_s": sum(counts) / wall}
+
+
+def main() -> None:
+    name, model, out = sys.argv[1], sys.argv[2], sys.argv[3]
+    t0 = time.perf_counter()
+    engine = ENGINES[name](model)
+    result: dict[str, Any] = {"engine": name, "load_s": time.perf_counter() - t0}
+    engine.generate(SHORT_PROMPT, 4)  # warm-up
+    for measure in (timed_prefill, timed_decode, timed_stream, timed_concurrent):
+        result.update(measure(engine))
+    result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    Path(out).write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
