@@ -51,7 +51,7 @@ class Pcai(Engine):
 
         self.b = BackendType.MISTRALRS.create(device="cpu")
         self.b.load_model(model)
-        self.ban = {i: float("-inf") for i in self.b._native().eog_ids}  # type: ignore[attr-defined]
+        self.ban = {i: float("-inf") for i in self.b.tokenizer.eog_ids}  # type: ignore[attr-defined]
 
     def count_tokens(self, text: str) -> int:
         return len(self.b.tokenize(text))

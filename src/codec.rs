@@ -51,6 +51,11 @@ impl Codec {
         Ok((codec, vocab))
     }
 
+    /// The BOS id put first when special tokens are added (None when the model adds none).
+    pub fn bos_id(&self) -> Option<u32> {
+        self.bos_id
+    }
+
     pub fn tokenizer(&self) -> &Arc<Tokenizer> {
         &self.tokenizer
     }

@@ -279,14 +279,6 @@ impl LoadedModel {
         &self.eog_ids
     }
 
-    pub fn tokenize(&self, text: &str, add_special_tokens: bool) -> Outcome<Vec<u32>> {
-        self.codec.tokenize(text, add_special_tokens)
-    }
-
-    pub fn detokenize(&self, ids: &[u32], skip_special_tokens: bool) -> Outcome<String> {
-        self.codec.detokenize(ids, skip_special_tokens)
-    }
-
     /// Renders chat messages (a JSON list) with the chat template and tokenizes them.
     pub fn chat_prompt(&self, messages: &serde_json::Value) -> Outcome<Vec<u32>> {
         let template = self.chat_template.as_ref().ok_or_else(|| {
@@ -296,7 +288,7 @@ impl LoadedModel {
             )
         })?;
         let text = template.render(messages).map_err(Failure::invalid)?;
-        self.tokenize(&text, false)
+        self.codec.tokenize(&text, false)
     }
 
     fn sender(&self) -> Outcome<tokio::sync::mpsc::Sender<Request>> {

@@ -114,27 +114,16 @@ impl NativeModel {
         lock(&self.model).is_some()
     }
 
-    #[pyo3(signature = (text, add_special_tokens = true))]
-    fn tokenize(
-        &self,
-        py: Python<'_>,
-        text: String,
-        add_special_tokens: bool,
-    ) -> PyResult<Vec<u32>> {
+    /// The model's tokenizer (shared, not copied).
+    #[getter]
+    fn tokenizer(&self) -> PyResult<NativeTokenizer> {
         let model = self.get()?;
-        py.detach(|| model.tokenize(&text, add_special_tokens)).py()
-    }
-
-    #[pyo3(signature = (ids, skip_special_tokens = false))]
-    fn detokenize(
-        &self,
-        py: Python<'_>,
-        ids: Vec<u32>,
-        skip_special_tokens: bool,
-    ) -> PyResult<String> {
-        let model = self.get()?;
-        py.detach(|| model.detokenize(&ids, skip_special_tokens))
-            .py()
+        let codec = model.codec().clone();
+        Ok(NativeTokenizer {
+            bos_id: codec.bos_id(),
+            codec,
+            eog_ids: model.eog_ids().to_vec(),
+        })
     }
 
     /// Token ids of chat messages (a JSON list) rendered with the model's chat template.

@@ -16,7 +16,7 @@ import sentencepiece as spm
 from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
 from tokenizers import Tokenizer as HFTokenizer
 
-from pcai_inference import ModelFormatError, ModelNotFoundError, Tokenizer
+from pcai_inference import InferenceBackend, ModelFormatError, ModelNotFoundError, Tokenizer
 
 TRICKY = [
     "Hello world",
@@ -236,3 +236,11 @@ def test_gemma_tokenizer_without_the_weights(model_path: Path) -> None:
     assert tok.tokenize("The history of the Roman Empire began") == [2, 818, 4083, 529, 506, 10995, 23436, 6074]
     assert tok.vocab_size == 262144 and tok.bos_id == 2
     assert {1, 106} <= set(tok.eog_ids)
+
+
+def test_a_loaded_model_shares_the_standalone_tokenizer(backend: InferenceBackend, model_path: Path) -> None:
+    text = "Ünïcödé <b>bold</b>\n\ttabs 🐶"
+    standalone = Tokenizer.from_gguf(model_path)
+    shared = backend.tokenizer  # type: ignore[attr-defined]
+    assert shared.tokenize(text) == standalone.tokenize(text) == backend.tokenize(text)
+    assert shared.eog_ids == backend._native().eog_ids  # type: ignore[attr-defined]

@@ -12,6 +12,7 @@ from . import _core
 from .backend import InferenceBackend, RequestLike
 from .errors import InvalidRequestError, ModelNotFoundError, ModelNotLoadedError
 from .streaming import AsyncTokenStream, TokenStream
+from .tokenizer import Tokenizer
 from .types import GenerateRequest
 
 __all__ = ["MistralRsBackend"]
@@ -104,14 +105,19 @@ class MistralRsBackend(InferenceBackend):
 
     # -- tokens ---------------------------------------------------------------------------
 
+    @property
+    def tokenizer(self) -> Tokenizer:
+        """The loaded model's tokenizer."""
+        return Tokenizer(self._native().tokenizer)
+
     def tokenize(self, text: str, add_special_tokens: bool = True) -> list[int]:
         """Token ids of ``text``; with ``add_special_tokens`` the model's BOS comes first."""
         if not isinstance(text, str):
             raise InvalidRequestError(f"text must be a str, got {type(text).__name__}")
-        return self._native().tokenize(text, add_special_tokens)
+        return self.tokenizer.tokenize(text, add_special_tokens)
 
     def detokenize(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
-        return self._native().detokenize(list(ids), skip_special_tokens)
+        return self.tokenizer.detokenize(ids, skip_special_tokens)
 
     # -- generation -----------------------------------------------------------------------
 
@@ -124,7 +130,7 @@ class MistralRsBackend(InferenceBackend):
             assert req.prompt is not None
             if not req.prompt:
                 raise InvalidRequestError("the prompt is empty: give at least one character of text")
-            prompt_ids = native.tokenize(req.prompt, True)
+            prompt_ids = native.tokenizer.tokenize(req.prompt, True)
         return native.start(
             prompt_ids,
             max_tokens=req.max_tokens,
