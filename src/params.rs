@@ -50,10 +50,6 @@ pub const MAX_STOP_BYTES: usize = 4096;
 pub const MAX_STOP_STRINGS: usize = 64;
 
 impl GenerationParams {
-    pub fn is_greedy(&self) -> bool {
-        self.temperature == 0.0 || self.top_k == 1
-    }
-
     /// Checks every field; the message says which field is wrong and what is allowed.
     pub fn validate(&self) -> Result<(), String> {
         if self.max_tokens < 1 {
@@ -236,17 +232,6 @@ mod tests {
             let err = params.validate().expect_err(needle);
             assert!(err.contains(needle), "{err:?} should name {needle}");
         }
-    }
-
-    #[test]
-    fn greedy_is_temperature_zero_or_top_k_one() {
-        assert!(GenerationParams {
-            temperature: 0.0,
-            ..ok()
-        }
-        .is_greedy());
-        assert!(GenerationParams { top_k: 1, ..ok() }.is_greedy());
-        assert!(!ok().is_greedy());
     }
 
     #[test]
