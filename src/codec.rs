@@ -78,13 +78,19 @@ impl Codec {
         Ok(ids)
     }
 
-    pub fn detokenize(&self, ids: &[u32], skip_special_tokens: bool) -> Outcome<String> {
+    /// Fails when an id is not in the vocabulary; `what` names the ids in the message.
+    pub fn check_ids(&self, ids: impl IntoIterator<Item = u32>, what: &str) -> Outcome<()> {
         let vocab = self.vocab_size();
-        if let Some(bad) = ids.iter().find(|&&i| i >= vocab) {
-            return Err(Failure::invalid(format!(
-                "token id {bad} is outside the vocabulary (0..{vocab})"
-            )));
+        match ids.into_iter().find(|&i| i >= vocab) {
+            Some(bad) => Err(Failure::invalid(format!(
+                "{what} {bad} is outside the vocabulary (0..{vocab})"
+            ))),
+            None => Ok(()),
         }
+    }
+
+    pub fn detokenize(&self, ids: &[u32], skip_special_tokens: bool) -> Outcome<String> {
+        self.check_ids(ids.iter().copied(), "token id")?;
         self.tokenizer
             .decode(ids, skip_special_tokens)
             .map_err(|e| Failure::invalid(format!("cannot decode the tokens: {e}")))

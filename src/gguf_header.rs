@@ -15,9 +15,6 @@ pub struct GgufSummary {
     pub version: u32,
     pub architecture: Option<String>,
     pub tensor_count: u64,
-    pub add_bos_token: Option<bool>,
-    pub bos_token_id: Option<u32>,
-    pub has_chat_template: bool,
 }
 
 const MAGIC: &[u8; 4] = b"GGUF";
@@ -229,14 +226,6 @@ pub fn read_gguf_header(path: &Path) -> Result<GgufSummary, String> {
                         "general.alignment {alignment} is not a power of two"
                     ));
                 }
-            }
-            ("tokenizer.ggml.add_bos_token", 7) => {
-                out.add_bos_token = Some(r.bytes::<1>(&key)?[0] != 0)
-            }
-            ("tokenizer.ggml.bos_token_id", 4) => out.bos_token_id = Some(r.u32(&key)?),
-            ("tokenizer.chat_template", 8) => {
-                out.has_chat_template = true;
-                r.skip_string(&key)?;
             }
             _ => skip_value(&mut r, value_type, &key, 0)?,
         }

@@ -16,7 +16,7 @@ use mistralrs::{
 use crate::chat_template::ChatTemplate;
 use crate::codec::Codec;
 use crate::device::{resolve_device, DeviceRequest};
-use crate::failure::{catch_engine_panic, Failure, FailureKind, Outcome};
+use crate::failure::{Failure, FailureKind, Outcome};
 use crate::generation::Generation;
 use crate::gguf_convert;
 use crate::gguf_header::{read_gguf_header, GgufSummary};
@@ -167,7 +167,8 @@ fn load_converted_gguf(path: &Path, device: &Device) -> Outcome<EnginePipeline> 
 }
 
 impl LoadedModel {
-    /// Loads a local GGUF file. Blocking; call without the GIL.
+    /// Loads a local GGUF file. Blocking; call without the GIL, and inside `catch_engine_panic`
+    /// (the engine panics on some files).
     pub fn load_gguf(path: &Path, options: LoadOptions) -> Outcome<Self> {
         let summary = check_gguf_path(path)?;
         let path = path.canonicalize().map_err(|e| {
@@ -197,13 +198,11 @@ impl LoadedModel {
         let converted = gguf_convert::needs_conversion(&architecture);
         tracing::info!("read the GGUF metadata in {:.2?}", started.elapsed());
 
-        let pipeline = catch_engine_panic(FailureKind::ModelFormat, "loading the model", || {
-            if converted {
-                load_converted_gguf(&path, &device)
-            } else {
-                load_engine_gguf(&path, &device)
-            }
-        })?;
+        let pipeline = if converted {
+            load_converted_gguf(&path, &device)?
+        } else {
+            load_engine_gguf(&path, &device)?
+        };
         tracing::info!(
             "the engine loaded the model after {:.2?}",
             started.elapsed()
@@ -299,17 +298,12 @@ impl LoadedModel {
     pub fn start(&self, prompt_ids: Vec<u32>, params: GenerationParams) -> Outcome<Generation> {
         params.validate().map_err(Failure::invalid)?;
         check_context(prompt_ids.len(), self.context_window).map_err(Failure::invalid)?;
-        let vocab = self.codec.vocab_size();
-        if let Some(bad) = prompt_ids.iter().find(|&&i| i >= vocab) {
-            return Err(Failure::invalid(format!(
-                "prompt token id {bad} is outside the vocabulary (0..{vocab})"
-            )));
-        }
-        if let Some((bad, _)) = params.logit_bias.iter().find(|(i, _)| *i >= vocab) {
-            return Err(Failure::invalid(format!(
-                "logit_bias names token id {bad}, outside the vocabulary (0..{vocab})"
-            )));
-        }
+        self.codec
+            .check_ids(prompt_ids.iter().copied(), "prompt token id")?;
+        self.codec.check_ids(
+            params.logit_bias.iter().map(|(id, _)| *id),
+            "logit_bias names token id",
+        )?;
         let seed = params.seed.unwrap_or_else(fresh_seed);
         let (events_tx, events_rx) = std::sync::mpsc::channel();
         let tap = Arc::new(TokenTap::new(
