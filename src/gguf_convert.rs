@@ -1,8 +1,10 @@
 //! GGUF files whose architecture the engine's GGUF loader lacks (Gemma 3 in mistralrs 0.8.1)
 //! are loaded through the engine's SafeTensors loader for that architecture instead.
 //!
-//! Nothing is re-quantized: the quantized matrices are handed over byte for byte as a UQFF
-//! artifact (the engine's own serialization of a GGUF block matrix), and only the small
+//! Nothing is re-quantized: the quantized matrices are handed over as a UQFF artifact (the
+//! engine's own serialization of a GGUF block matrix) with their values unchanged — byte for
+//! byte, except `Q5_0` blocks, widened losslessly to `Q8_0` (`quant_transcode`) because the
+//! engine has no vectorized `Q5_0` kernel — and only the small
 //! unquantized tensors (norms) and the embedding table go into `model.safetensors`, in F32.
 //! The result is cached next to other pcai-inference data, keyed by the file's identity.
 
@@ -18,9 +20,10 @@ use mistralrs_quant::{GgufMatMul, QuantMethod, QuantMethodConfig, QuantizedSerde
 use serde_json::json;
 
 use crate::gguf_tokenizer::GgufVocab;
+use crate::quant_transcode::widen_scalar_blocks;
 
 /// Bumped whenever the converted layout changes, so stale caches are not reused.
-const CONVERTER_VERSION: u32 = 1;
+const CONVERTER_VERSION: u32 = 3;
 
 /// Architectures this module converts.
 pub fn needs_conversion(architecture: &str) -> bool {
@@ -374,7 +377,8 @@ fn write_gemma3(path: &Path, out: &Path) -> Result<(), String> {
         .iter()
         .enumerate()
         {
-            add(1 + 7 * i + j, load(&format!("blk.{i}.{name}.weight"))?)?;
+            let q = load(&format!("blk.{i}.{name}.weight"))?;
+            add(1 + 7 * i + j, widen_scalar_blocks(q).map_err(err)?)?;
         }
     }
     candle_core::safetensors::save(&artifacts, out.join(UQFF_FILE)).map_err(err)?;

@@ -13,6 +13,7 @@ pub mod gguf_tokenizer;
 pub(crate) mod logging_bridge;
 pub mod model;
 pub mod params;
+pub mod quant_transcode;
 mod python_api;
 mod python_errors;
 pub mod request;

@@ -145,6 +145,10 @@ impl PcaiRequest {
 /// The engine-side sampling settings: penalties and limits only; token choice is the tap's.
 pub fn engine_sampling(params: &GenerationParams, stop_ids: Vec<u32>) -> SamplingParams {
     let mut s = SamplingParams::neutral();
+    // The engine always samples (it turns "no temperature" into 1.0): softmax, a sort and a
+    // weighted draw over the whole vocabulary. The tap has already left one finite logit, so
+    // top-k 1 gives the same token and spares the full sort on every step.
+    s.top_k = Some(1);
     s.max_len = Some(params.max_tokens);
     s.repetition_penalty = Some(params.repetition_penalty);
     s.presence_penalty = Some(params.presence_penalty);
@@ -222,7 +226,7 @@ mod tests {
         assert_eq!(s.repetition_penalty, Some(1.3));
         assert_eq!(s.presence_penalty, Some(0.5));
         assert_eq!(s.frequency_penalty, Some(0.25));
-        assert!(s.temperature.is_none() && s.top_k.is_none() && s.top_p.is_none());
+        assert!(s.temperature.is_none() && s.top_k == Some(1) && s.top_p.is_none());
         assert!(matches!(s.stop_toks, Some(StopTokens::Ids(ref ids)) if ids == &vec![1, 106]));
         assert_eq!(req.take_logits_processors().map(|p| p.len()), Some(1));
     }
