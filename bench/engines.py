@@ -21,6 +21,8 @@ from typing import Any, Callable, Iterator
 DECODE_TOKENS = 128
 CONCURRENT = 4
 CONCURRENT_TOKENS = 64
+# The context window every engine is given (llama.cpp's n_ctx; our max_context).
+CONTEXT = 2048
 SHORT_PROMPT = "The history of the Roman Empire began"
 # About 512 tokens of plain English for the Gemma 3 tokenizer (checked by the harness).
 LONG_PROMPT = (
@@ -50,7 +52,7 @@ class Pcai(Engine):
         from pcai_inference import BackendType
 
         self.b = BackendType.MISTRALRS.create(device="cpu")
-        self.b.load_model(model)
+        self.b.load_model(model, max_context=CONTEXT)
         self.ban = {i: float("-inf") for i in self.b.tokenizer.eog_ids}  # type: ignore[attr-defined]
 
     def count_tokens(self, text: str) -> int:
@@ -71,7 +73,7 @@ class LlamaCpp(Engine):
     def __init__(self, model: str) -> None:
         from llama_cpp import Llama
 
-        self.llm = Llama(model_path=model, n_ctx=2048, n_threads=2, seed=0, verbose=False)
+        self.llm = Llama(model_path=model, n_ctx=CONTEXT, n_threads=2, seed=0, verbose=False)
         self.ban = {i: float("-inf") for i in (self.llm.token_eos(), *self._eog_extra())}
         self.lock = threading.Lock()
 

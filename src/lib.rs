@@ -3,6 +3,7 @@
 
 pub mod chat_template;
 pub mod codec;
+pub mod context_variant;
 pub mod cpu;
 pub mod device;
 pub mod failure;
@@ -13,11 +14,12 @@ pub mod gguf_tokenizer;
 pub(crate) mod logging_bridge;
 pub mod model;
 pub mod params;
-pub mod quant_transcode;
 mod python_api;
 mod python_errors;
+pub mod quant_transcode;
 pub mod request;
 pub mod runtime;
+pub mod safetensors_folder;
 pub mod sampling;
 pub mod text_stream;
 

@@ -7,14 +7,17 @@ use std::sync::Arc;
 use mistralrs::core::{
     AutoDeviceMapParams, DefaultSchedulerMethod, DeviceMapSetting, GGUFLoaderBuilder,
     GGUFSpecificConfig, MistralRsBuilder, ModelDType, MultimodalLoaderBuilder,
-    MultimodalLoaderType, MultimodalSpecificConfig, TokenSource,
+    MultimodalLoaderType, MultimodalSpecificConfig, NormalLoaderBuilder, NormalSpecificConfig,
+    TokenSource,
 };
 use mistralrs::{
-    Constraint, Device, MistralRs, NormalRequest, Request, RequestLike, Response, SchedulerConfig,
+    parse_isq_value, Constraint, Device, MistralRs, NormalRequest, Request, RequestLike, Response,
+    SchedulerConfig,
 };
 
 use crate::chat_template::ChatTemplate;
 use crate::codec::Codec;
+use crate::context_variant::folder_for_context;
 use crate::device::{resolve_device, DeviceRequest};
 use crate::failure::{Failure, FailureKind, Outcome};
 use crate::generation::Generation;
@@ -23,6 +26,7 @@ use crate::gguf_header::{read_gguf_header, GgufSummary};
 use crate::params::{check_context, GenerationParams};
 use crate::request::{PcaiRequest, TapEvent, TokenTap};
 use crate::runtime::runtime;
+use crate::safetensors_folder::{inspect_folder, uses_multimodal_loader, FolderModel};
 
 /// How many sequences the engine may run in one batch.
 const MAX_NUM_SEQS: usize = 32;
@@ -37,6 +41,8 @@ pub struct LoadOptions {
     pub device: DeviceRequest,
     /// A Jinja chat template (the template text); overrides the model's own.
     pub chat_template: Option<String>,
+    /// At most this many tokens (prompt and generated) per request; `None`: the model's window.
+    pub max_context: Option<usize>,
 }
 
 pub struct LoadedModel {
@@ -88,6 +94,13 @@ fn check_gguf_path(path: &Path) -> Outcome<GgufSummary> {
 
 type EnginePipeline = Arc<tokio::sync::Mutex<dyn mistralrs::core::Pipeline + Send + Sync>>;
 
+fn format_failure(path: &Path, why: &str) -> Failure {
+    Failure::new(
+        FailureKind::ModelFormat,
+        format!("{}: {why}", path.display()),
+    )
+}
+
 fn load_failure(path: &Path, e: impl std::fmt::Display) -> Failure {
     Failure::new(
         FailureKind::ModelFormat,
@@ -130,9 +143,19 @@ fn load_engine_gguf(path: &Path, device: &Device) -> Outcome<EnginePipeline> {
 }
 
 /// Loads a GGUF file through the engine's SafeTensors loader (see `gguf_convert`).
-fn load_converted_gguf(path: &Path, device: &Device) -> Outcome<EnginePipeline> {
-    let converted = gguf_convert::convert_gemma3(path, &gguf_convert::cache_root())
-        .map_err(|e| Failure::new(FailureKind::ModelFormat, format!("{}: {e}", path.display())))?;
+fn load_converted_gguf(
+    path: &Path,
+    device: &Device,
+    max_context: Option<usize>,
+) -> Outcome<EnginePipeline> {
+    let format_error =
+        |e: String| Failure::new(FailureKind::ModelFormat, format!("{}: {e}", path.display()));
+    let converted =
+        gguf_convert::convert_gemma3(path, &gguf_convert::cache_root()).map_err(format_error)?;
+    let folder = match max_context {
+        Some(n) => folder_for_context(&converted.dir, n).map_err(format_error)?,
+        None => converted.dir.clone(),
+    };
     let config = MultimodalSpecificConfig {
         topology: None,
         write_uqff: None,
@@ -149,7 +172,7 @@ fn load_converted_gguf(path: &Path, device: &Device) -> Outcome<EnginePipeline> 
         config,
         None,
         None,
-        Some(converted.dir.to_string_lossy().into_owned()),
+        Some(folder.to_string_lossy().into_owned()),
         None,
     )
     .build(Some(MultimodalLoaderType::Gemma3))
@@ -166,7 +189,158 @@ fn load_converted_gguf(path: &Path, device: &Device) -> Outcome<EnginePipeline> 
     .map_err(|e| load_failure(path, e))
 }
 
+/// The engine's scheduler and request loop around a loaded pipeline.
+fn start_runner(pipeline: EnginePipeline) -> Arc<MistralRs> {
+    let scheduler = SchedulerConfig::DefaultScheduler {
+        method: DefaultSchedulerMethod::Fixed(NonZeroUsize::new(MAX_NUM_SEQS).expect("non-zero")),
+    };
+    runtime().block_on(
+        MistralRsBuilder::new(pipeline, scheduler, false, None)
+            .with_no_kv_cache(false)
+            .with_prefix_cache_n(16)
+            .build(),
+    )
+}
+
+/// Loads a Hugging Face SafeTensors folder with the engine's loader for its architecture.
+fn load_folder_pipeline(
+    model: &FolderModel,
+    device: &Device,
+    options: &FolderOptions,
+) -> Outcome<EnginePipeline> {
+    let dir = model.dir.to_string_lossy().into_owned();
+    let isq = options
+        .isq
+        .as_deref()
+        .map(|q| parse_isq_value(q, Some(device)))
+        .transpose()
+        .map_err(|e| Failure::invalid(format!("isq: {e}")))?;
+    let dtype = match options.dtype.as_str() {
+        // The engine's "auto" picks F16 on the CPU, which is slow there and overflows in
+        // models such as Gemma 3 (every logit NaN); F32 is the CPU's native type.
+        "auto" if device.is_cpu() => ModelDType::F32,
+        "auto" => ModelDType::Auto,
+        "f32" => ModelDType::F32,
+        "f16" => ModelDType::F16,
+        "bf16" => ModelDType::BF16,
+        other => {
+            return Err(Failure::invalid(format!(
+                "dtype must be auto, f32, f16 or bf16, got {other:?}"
+            )))
+        }
+    };
+    let loader = if uses_multimodal_loader(&model.architecture) {
+        MultimodalLoaderBuilder::new(
+            MultimodalSpecificConfig::default(),
+            None,
+            None,
+            Some(dir),
+            None,
+        )
+        .build(Some(MultimodalLoaderType::Gemma3))
+    } else {
+        NormalLoaderBuilder::new(
+            NormalSpecificConfig::default(),
+            None,
+            None,
+            Some(dir),
+            false,
+            None,
+        )
+        .build(None)
+        .map_err(|e| load_failure(&model.dir, e))?
+    };
+    let mapping = if uses_multimodal_loader(&model.architecture) {
+        AutoDeviceMapParams::default_multimodal()
+    } else {
+        AutoDeviceMapParams::default_text()
+    };
+    loader
+        .load_model_from_hf(
+            None,
+            TokenSource::None,
+            &dtype,
+            device,
+            true,
+            DeviceMapSetting::Auto(mapping),
+            isq,
+            None,
+        )
+        .map_err(|e| load_failure(&model.dir, e))
+}
+
+/// Options that only SafeTensors folders take.
+pub struct FolderOptions {
+    /// `auto`, `f32`, `f16` or `bf16`.
+    pub dtype: String,
+    /// In-situ quantization at load, e.g. `Q4K` or `Q8_0`.
+    pub isq: Option<String>,
+}
+
 impl LoadedModel {
+    /// Loads a local Hugging Face SafeTensors folder. Blocking, like `load_gguf`.
+    pub fn load_folder(dir: &Path, options: LoadOptions, folder: FolderOptions) -> Outcome<Self> {
+        let model = inspect_folder(dir)?;
+        let dir = dir.canonicalize().map_err(|e| {
+            Failure::new(
+                FailureKind::ModelNotFound,
+                format!("{}: {e}", dir.display()),
+            )
+        })?;
+        let model = FolderModel {
+            dir: dir.clone(),
+            ..model
+        };
+        let (device, device_name) = resolve_device(options.device)?;
+        let started = std::time::Instant::now();
+        let template_source = options
+            .chat_template
+            .or_else(|| model.chat_template.clone());
+        let chat_template = template_source
+            .map(|src| ChatTemplate::new(src, model.bos_token.clone(), model.eos_token.clone()))
+            .transpose()
+            .map_err(Failure::invalid)?;
+        let pipeline = load_folder_pipeline(&model, &device, &folder)?;
+        tracing::info!(
+            "the engine loaded the model after {:.2?}",
+            started.elapsed()
+        );
+        let (tokenizer, metadata) = {
+            let p = pipeline.blocking_lock();
+            (p.tokenizer(), p.get_metadata())
+        };
+        let tokenizer =
+            tokenizer.ok_or_else(|| format_failure(&dir, "the engine has no tokenizer for it"))?;
+        let token_id = |t: &Option<String>| t.as_deref().and_then(|t| tokenizer.token_to_id(t));
+        let bos = token_id(&model.bos_token).filter(|_| model.add_bos);
+        let mut eog_ids = model.eos_ids.clone();
+        for id in token_id(&model.eos_token)
+            .into_iter()
+            .chain(metadata.eos_tok.iter().copied())
+        {
+            if !eog_ids.contains(&id) {
+                eog_ids.push(id);
+            }
+        }
+        if eog_ids.is_empty() {
+            return Err(format_failure(&dir, "names no end-of-sequence token"));
+        }
+        let context_window = options
+            .max_context
+            .map_or(metadata.max_seq_len, |n| n.min(metadata.max_seq_len));
+        Ok(Self {
+            runner: start_runner(pipeline),
+            codec: Codec::new(tokenizer, bos),
+            eog_ids,
+            context_window,
+            device: device_name,
+            model_path: dir,
+            architecture: Some(model.architecture),
+            slots: Arc::new(tokio::sync::Semaphore::new(ENGINE_SLOTS)),
+            chat_template,
+        })
+    }
+
     /// Loads a local GGUF file. Blocking; call without the GIL, and inside `catch_engine_panic`
     /// (the engine panics on some files).
     pub fn load_gguf(path: &Path, options: LoadOptions) -> Outcome<Self> {
@@ -199,7 +373,7 @@ impl LoadedModel {
         tracing::info!("read the GGUF metadata in {:.2?}", started.elapsed());
 
         let pipeline = if converted {
-            load_converted_gguf(&path, &device)?
+            load_converted_gguf(&path, &device, options.max_context)?
         } else {
             load_engine_gguf(&path, &device)?
         };
@@ -244,21 +418,12 @@ impl LoadedModel {
                 format!("{} names no end-of-sequence token", path.display()),
             ));
         }
-        let context_window = metadata.max_seq_len;
+        let context_window = options
+            .max_context
+            .map_or(metadata.max_seq_len, |n| n.min(metadata.max_seq_len));
 
-        let scheduler = SchedulerConfig::DefaultScheduler {
-            method: DefaultSchedulerMethod::Fixed(
-                NonZeroUsize::new(MAX_NUM_SEQS).expect("non-zero"),
-            ),
-        };
-        let runner = runtime().block_on(
-            MistralRsBuilder::new(pipeline, scheduler, false, None)
-                .with_no_kv_cache(false)
-                .with_prefix_cache_n(16)
-                .build(),
-        );
         Ok(Self {
-            runner,
+            runner: start_runner(pipeline),
             codec,
             eog_ids,
             context_window,
@@ -295,9 +460,14 @@ impl LoadedModel {
     }
 
     /// Submits a generation and returns its reader at once.
-    pub fn start(&self, prompt_ids: Vec<u32>, params: GenerationParams) -> Outcome<Generation> {
+    pub fn start(&self, prompt_ids: Vec<u32>, mut params: GenerationParams) -> Outcome<Generation> {
         params.validate().map_err(Failure::invalid)?;
         check_context(prompt_ids.len(), self.context_window).map_err(Failure::invalid)?;
+        // Generation ends with finish reason `length` where the window ends (as llama.cpp's
+        // n_ctx does); the engine's position tables go no further.
+        params.max_tokens = params
+            .max_tokens
+            .min(self.context_window - prompt_ids.len());
         self.codec
             .check_ids(prompt_ids.iter().copied(), "prompt token id")?;
         self.codec.check_ids(

@@ -12,7 +12,7 @@ use crate::codec::Codec;
 use crate::device::{compiled_features, parse_device, resolve_device};
 use crate::failure::{catch_engine_panic, Failure, FailureKind};
 use crate::generation::{Finished, Generation, Step};
-use crate::model::{LoadOptions, LoadedModel};
+use crate::model::{FolderOptions, LoadOptions, LoadedModel};
 use crate::params::GenerationParams;
 use crate::python_errors::IntoPyResult;
 
@@ -57,14 +57,18 @@ fn finished_dict<'py>(py: Python<'py>, f: &Finished) -> PyResult<Bound<'py, PyDi
 impl NativeModel {
     /// Loads a local GGUF file.
     #[staticmethod]
-    #[pyo3(signature = (path, device = "auto", chat_template = None))]
+    #[pyo3(signature = (path, device = "auto", chat_template = None, max_context = None))]
     fn load_gguf(
         py: Python<'_>,
         path: PathBuf,
         device: &str,
         chat_template: Option<String>,
+        max_context: Option<usize>,
     ) -> PyResult<Self> {
         let device = parse_device(device).py()?;
+        if max_context == Some(0) {
+            return Err(Failure::invalid("max_context must be at least 1 token")).py();
+        }
         crate::logging_bridge::refresh_level(py);
         let model = py
             .detach(|| {
@@ -74,7 +78,46 @@ impl NativeModel {
                         LoadOptions {
                             device,
                             chat_template,
+                            max_context,
                         },
+                    )
+                })
+            })
+            .py()?;
+        Ok(Self {
+            model: Mutex::new(Some(Arc::new(model))),
+        })
+    }
+
+    /// Loads a local Hugging Face SafeTensors folder.
+    #[staticmethod]
+    #[pyo3(signature = (path, device = "auto", chat_template = None, max_context = None, dtype = "auto", isq = None))]
+    fn load_folder(
+        py: Python<'_>,
+        path: PathBuf,
+        device: &str,
+        chat_template: Option<String>,
+        max_context: Option<usize>,
+        dtype: &str,
+        isq: Option<String>,
+    ) -> PyResult<Self> {
+        let device = parse_device(device).py()?;
+        if max_context == Some(0) {
+            return Err(Failure::invalid("max_context must be at least 1 token")).py();
+        }
+        crate::logging_bridge::refresh_level(py);
+        let dtype = dtype.to_ascii_lowercase();
+        let model = py
+            .detach(|| {
+                catch_engine_panic(FailureKind::ModelFormat, "loading the model", || {
+                    LoadedModel::load_folder(
+                        &path,
+                        LoadOptions {
+                            device,
+                            chat_template,
+                            max_context,
+                        },
+                        FolderOptions { dtype, isq },
                     )
                 })
             })
@@ -310,5 +353,14 @@ impl NativeTokenizer {
     #[getter]
     fn bos_id(&self) -> Option<u32> {
         self.bos_id
+    }
+
+    /// The tokenizer in Hugging Face `tokenizer.json` form.
+    fn to_json(&self) -> PyResult<String> {
+        self.codec
+            .tokenizer()
+            .to_string(false)
+            .map_err(|e| Failure::invalid(format!("cannot serialize the tokenizer: {e}")))
+            .py()
     }
 }

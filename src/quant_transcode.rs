@@ -32,7 +32,7 @@ pub fn widen_scalar_blocks(q: QTensor) -> candle_core::Result<QTensor> {
 
 /// Raw `Q5_0` blocks to raw `Q8_0` blocks (ggml layout: `d: f16`, `qh: u32`, `qs: [u8; 16]`).
 pub fn q5_0_to_q8_0(blocks: &[u8]) -> candle_core::Result<Vec<u8>> {
-    if blocks.len() % Q5_0_BYTES != 0 {
+    if !blocks.len().is_multiple_of(Q5_0_BYTES) {
         candle_core::bail!(
             "Q5_0 data of {} bytes is not a whole number of blocks",
             blocks.len()
@@ -100,8 +100,20 @@ mod tests {
         let q5 = QMatMul::from_qtensor(QTensor::quantize(&w, GgmlDType::Q5_0).unwrap()).unwrap();
         let q8 = QTensor::quantize(&w, GgmlDType::Q5_0).unwrap();
         let q8 = QMatMul::from_qtensor(widen_scalar_blocks(q8).unwrap()).unwrap();
-        let a: Vec<f32> = q5.forward(&x).unwrap().flatten_all().unwrap().to_vec1().unwrap();
-        let b: Vec<f32> = q8.forward(&x).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let a: Vec<f32> = q5
+            .forward(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let b: Vec<f32> = q8
+            .forward(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
         // Same integer sums and scales; only the float accumulation order differs.
         for (a, b) in a.iter().zip(&b) {
             assert!((a - b).abs() <= 1e-4 * (1.0 + a.abs()), "{a} vs {b}");

@@ -130,3 +130,32 @@ def test_unloading_during_a_generation_ends_it_with_generation_error(model_path:
     with pytest.raises(GenerationError, match="load the model again"):
         for _ in stream:
             pass
+
+
+def test_max_context_caps_requests_and_keeps_greedy_output(backend: InferenceBackend, model_path: Path) -> None:
+    """A 256-token window (llama.cpp's n_ctx) refuses longer requests; within it, the output is
+    the full-window model's, token for token."""
+    from pcai_inference import InvalidRequestError
+
+    expected = backend.generate("The history of the Roman Empire began", max_tokens=24, temperature=0.0)
+    with BackendType.MISTRALRS.create(device="cpu") as b:
+        b.load_model(model_path, max_context=256)
+        assert b.context_window == 256  # type: ignore[attr-defined]
+        got = b.generate("The history of the Roman Empire began", max_tokens=24, temperature=0.0)
+        assert got.token_ids == expected.token_ids
+        with pytest.raises(InvalidRequestError, match="256"):
+            b.generate("word " * 300, max_tokens=4)
+        # Generation stops where the window ends, as with llama.cpp's n_ctx.
+        long = b.generate("Hello", max_tokens=300, temperature=0.0, logit_bias={1: float("-inf"), 106: float("-inf")})
+        assert long.prompt_tokens + long.tokens_generated == 256
+        assert long.finish_reason == "length"
+
+
+@pytest.mark.parametrize("bad", [0, -5, 2.5, "1024", True])
+def test_max_context_must_be_a_positive_int(model_path: Path, bad: object) -> None:
+    from pcai_inference import InvalidRequestError
+
+    b = BackendType.MISTRALRS.create(device="cpu")
+    with pytest.raises(InvalidRequestError, match="max_context"):
+        b.load_model(model_path, max_context=bad)  # type: ignore[arg-type]
+    assert not b.is_loaded

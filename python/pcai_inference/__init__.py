@@ -8,7 +8,11 @@
 
 from __future__ import annotations
 
-from ._log import configure_logging
+from ._cpu_check import check_cpu
+
+check_cpu()  # before the native module: an older x86-64 CPU gets ImportError, not SIGILL
+
+from ._log import configure_logging  # noqa: E402
 
 configure_logging()
 

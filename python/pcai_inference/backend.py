@@ -24,7 +24,13 @@ class InferenceBackend(abc.ABC):
     """
 
     @abc.abstractmethod
-    def load_model(self, model: Union[str, os.PathLike[str]], *, chat_template: Optional[str] = None) -> None:
+    def load_model(
+        self,
+        model: Union[str, os.PathLike[str]],
+        *,
+        chat_template: Optional[str] = None,
+        max_context: Optional[int] = None,
+    ) -> None:
         """Loads a model, replacing any loaded one."""
 
     @abc.abstractmethod

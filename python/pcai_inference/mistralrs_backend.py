@@ -62,17 +62,44 @@ class MistralRsBackend(InferenceBackend):
         model: Union[str, os.PathLike[str]],
         *,
         chat_template: Optional[str] = None,
+        max_context: Optional[int] = None,
+        dtype: str = "auto",
+        isq: Optional[str] = None,
     ) -> None:
-        """Loads a local ``.gguf`` file; its parent folder is the model id.
+        """Loads a model, replacing any loaded one: a ``.gguf`` file, or a Hugging Face
+        SafeTensors folder (``config.json``, ``*.safetensors``, ``tokenizer.json``).
 
         ``chat_template`` is a Jinja template (the string itself, or a path to a file) used by
-        :meth:`chat`; without it the template embedded in the model is used, if any.
+        :meth:`chat`; without it the template that comes with the model is used, if any.
+
+        ``max_context`` caps the tokens of one request (prompt and generated together), like
+        llama.cpp's ``n_ctx``; a smaller window loads faster. Default: the model's own window.
+
+        For SafeTensors folders only: ``dtype`` (``auto``, ``f32``, ``f16``, ``bf16``) and
+        ``isq``, in-situ quantization at load (e.g. ``"Q4K"``, ``"Q8_0"``).
         """
         path = Path(os.fspath(model)).expanduser()
         if not path.exists():
             raise ModelNotFoundError(f"no model at {path}; check the path")
+        if max_context is not None and (
+            isinstance(max_context, bool) or not isinstance(max_context, int) or max_context < 1
+        ):
+            raise InvalidRequestError(f"max_context must be a positive number of tokens, got {max_context!r}")
+        if not isinstance(dtype, str) or dtype.lower() not in {"auto", "f32", "f16", "bf16"}:
+            raise InvalidRequestError(f"dtype must be 'auto', 'f32', 'f16' or 'bf16', got {dtype!r}")
+        if isq is not None and not isinstance(isq, str):
+            raise InvalidRequestError(f"isq must be a quantization name such as 'Q4K', got {isq!r}")
         template = _template_text(chat_template) if chat_template is not None else None
-        native = _core.NativeModel.load_gguf(str(path), self._device_spec, template)
+        if path.is_dir() and not any(path.glob("*.gguf")):
+            native = _core.NativeModel.load_folder(
+                str(path), self._device_spec, template, max_context, dtype.lower(), isq
+            )
+        else:
+            if dtype.lower() != "auto" or isq is not None:
+                raise InvalidRequestError(
+                    "dtype and isq apply to SafeTensors folders; a GGUF file is already quantized"
+                )
+            native = _core.NativeModel.load_gguf(str(path), self._device_spec, template, max_context)
         self.unload()
         self._model = native
 

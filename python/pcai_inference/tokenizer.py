@@ -35,6 +35,16 @@ class Tokenizer:
     def bos_id(self) -> Optional[int]:
         return self._native.bos_id
 
+    def to_json(self) -> str:
+        """The tokenizer as a Hugging Face ``tokenizer.json`` document (loadable with the
+        ``tokenizers`` library; the BOS rule is ``bos_id``, applied by :meth:`tokenize`)."""
+        return self._native.to_json()
+
+    def save(self, path: Union[str, os.PathLike[str]]) -> None:
+        """Writes :meth:`to_json` to ``path`` (e.g. ``folder/tokenizer.json``)."""
+        with open(os.fspath(path), "w", encoding="utf-8") as f:
+            f.write(self.to_json())
+
     @property
     def eog_ids(self) -> list[int]:
         """Token ids that end generation (EOS and end-of-turn tokens)."""

@@ -1,0 +1,201 @@
+//! A local Hugging Face model folder (`config.json`, `*.safetensors`, `tokenizer.json`): what
+//! it is, checked before the engine reads it, and the engine loader that takes it.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::failure::{Failure, FailureKind, Outcome};
+
+/// What we read from a model folder ourselves.
+#[derive(Debug)]
+pub struct FolderModel {
+    pub dir: PathBuf,
+    /// `architectures[0]` of `config.json`, e.g. `LlamaForCausalLM`.
+    pub architecture: String,
+    /// The chat template (`tokenizer_config.json` or `chat_template.jinja`), if any.
+    pub chat_template: Option<String>,
+    pub bos_token: Option<String>,
+    pub eos_token: Option<String>,
+    /// `tokenizer_config.json`'s `add_bos_token`.
+    pub add_bos: bool,
+    /// End-of-sequence ids from `config.json` and `generation_config.json`.
+    pub eos_ids: Vec<u32>,
+}
+
+/// Architectures the engine only loads through its multimodal loader, even text-only ones.
+pub fn uses_multimodal_loader(architecture: &str) -> bool {
+    matches!(
+        architecture,
+        "Gemma3ForCausalLM" | "Gemma3ForConditionalGeneration"
+    )
+}
+
+fn format_error(dir: &Path, why: impl std::fmt::Display) -> Failure {
+    Failure::new(
+        FailureKind::ModelFormat,
+        format!("{}: {why}", dir.display()),
+    )
+}
+
+fn read_json(dir: &Path, name: &str) -> Outcome<Option<Value>> {
+    let path = dir.join(name);
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let text =
+        std::fs::read_to_string(&path).map_err(|e| format_error(dir, format!("{name}: {e}")))?;
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| format_error(dir, format!("{name} is not valid JSON: {e}")))
+}
+
+/// A token given as a string or as an `AddedToken` object (`{"content": ...}`).
+fn token_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Object(o) => o.get("content").and_then(Value::as_str).map(str::to_owned),
+        _ => None,
+    }
+}
+
+fn ids(v: Option<&Value>) -> Vec<u32> {
+    match v {
+        Some(Value::Number(n)) => n.as_u64().map(|i| vec![i as u32]).unwrap_or_default(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(Value::as_u64)
+            .map(|i| i as u32)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Reads and checks a model folder: every problem a user can fix is named here, before the
+/// engine sees the folder.
+pub fn inspect_folder(dir: &Path) -> Outcome<FolderModel> {
+    if !dir.is_dir() {
+        return Err(Failure::new(
+            FailureKind::ModelNotFound,
+            format!("no model folder at {}; check the path", dir.display()),
+        ));
+    }
+    let config = read_json(dir, "config.json")?.ok_or_else(|| {
+        format_error(
+            dir,
+            "a model folder needs config.json (a Hugging Face SafeTensors folder: config.json, \
+             *.safetensors, tokenizer.json); for a GGUF model pass the .gguf file itself",
+        )
+    })?;
+    let architecture = config["architectures"]
+        .get(0)
+        .and_then(Value::as_str)
+        .ok_or_else(|| format_error(dir, "config.json names no `architectures`"))?
+        .to_owned();
+    let has_weights = std::fs::read_dir(dir)
+        .map_err(|e| format_error(dir, e))?
+        .flatten()
+        .any(|e| e.path().extension().is_some_and(|x| x == "safetensors"));
+    if !has_weights {
+        return Err(format_error(
+            dir,
+            "the folder holds no .safetensors weights (PyTorch .bin checkpoints are not supported; \
+             convert them to SafeTensors)",
+        ));
+    }
+    if !dir.join("tokenizer.json").is_file() {
+        return Err(format_error(
+            dir,
+            "the folder has no tokenizer.json (a fast Hugging Face tokenizer is needed; save one \
+             with `AutoTokenizer.from_pretrained(...).save_pretrained(folder)`)",
+        ));
+    }
+    let tok_config = read_json(dir, "tokenizer_config.json")?.unwrap_or(Value::Null);
+    let generation = read_json(dir, "generation_config.json")?.unwrap_or(Value::Null);
+    let chat_template = match &tok_config["chat_template"] {
+        Value::String(s) => Some(s.clone()),
+        // A list of named templates: the default one, else the first.
+        Value::Array(list) => list
+            .iter()
+            .find(|t| t["name"] == "default")
+            .or_else(|| list.first())
+            .and_then(|t| t["template"].as_str())
+            .map(str::to_owned),
+        _ => None,
+    }
+    .or_else(|| std::fs::read_to_string(dir.join("chat_template.jinja")).ok());
+    let mut eos_ids = ids(generation.get("eos_token_id"));
+    for id in ids(config.get("eos_token_id")) {
+        if !eos_ids.contains(&id) {
+            eos_ids.push(id);
+        }
+    }
+    Ok(FolderModel {
+        dir: dir.to_path_buf(),
+        architecture,
+        chat_template,
+        bos_token: token_text(&tok_config["bos_token"]),
+        eos_token: token_text(&tok_config["eos_token"]),
+        add_bos: tok_config["add_bos_token"].as_bool().unwrap_or(false),
+        eos_ids,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn folder(files: &[(&str, &str)]) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "pcai-folder-test-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, text) in files {
+            std::fs::write(dir.join(name), text).unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn reads_what_the_engine_does_not() {
+        let dir = folder(&[
+            (
+                "config.json",
+                r#"{"architectures":["LlamaForCausalLM"],"eos_token_id":[2,7]}"#,
+            ),
+            ("generation_config.json", r#"{"eos_token_id":9}"#),
+            (
+                "tokenizer_config.json",
+                r#"{"add_bos_token":true,"bos_token":{"content":"<s>"},"eos_token":"</s>",
+                    "chat_template":[{"name":"tool_use","template":"T"},{"name":"default","template":"D"}]}"#,
+            ),
+            ("tokenizer.json", "{}"),
+            ("model.safetensors", ""),
+        ]);
+        let m = inspect_folder(&dir).unwrap();
+        assert_eq!(m.architecture, "LlamaForCausalLM");
+        assert_eq!(m.eos_ids, vec![9, 2, 7]);
+        assert_eq!(m.bos_token.as_deref(), Some("<s>"));
+        assert_eq!(m.eos_token.as_deref(), Some("</s>"));
+        assert!(m.add_bos);
+        assert_eq!(m.chat_template.as_deref(), Some("D"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn names_what_is_missing() {
+        let dir = folder(&[("README.md", "hi")]);
+        let e = inspect_folder(&dir).unwrap_err().to_string();
+        assert!(e.contains("config.json"), "{e}");
+        std::fs::write(dir.join("config.json"), r#"{"architectures":["X"]}"#).unwrap();
+        let e = inspect_folder(&dir).unwrap_err().to_string();
+        assert!(e.contains(".safetensors"), "{e}");
+        std::fs::write(dir.join("model.safetensors"), "").unwrap();
+        let e = inspect_folder(&dir).unwrap_err().to_string();
+        assert!(e.contains("tokenizer.json"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
