@@ -8,6 +8,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::gguf_convert::move_into_place;
+
 /// The folder to load for `max_context` positions: `dir` itself when the model's own window is
 /// not larger, else `dir/ctx-{max_context}` (created once, atomically).
 pub fn folder_for_context(dir: &Path, max_context: usize) -> Result<PathBuf, String> {
@@ -45,13 +47,7 @@ pub fn folder_for_context(dir: &Path, max_context: usize) -> Result<PathBuf, Str
         let _ = std::fs::remove_dir_all(&tmp);
         return Err(e);
     }
-    // Another process may have made the same folder first; either is complete.
-    if std::fs::rename(&tmp, &target).is_err() {
-        let _ = std::fs::remove_dir_all(&tmp);
-        if !target.join("config.json").is_file() {
-            return Err(format!("cannot create {}", target.display()));
-        }
-    }
+    move_into_place(&tmp, &target, "config.json")?;
     Ok(target)
 }
 

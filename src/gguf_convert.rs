@@ -231,6 +231,18 @@ fn cache_key(path: &Path) -> Result<String, String> {
     Ok(format!("{stem}-{key:016x}"))
 }
 
+/// Renames a finished `tmp` folder to `target`. Another process may have made `target` first
+/// (it holds `marker` then); either folder is complete and identical, so ours is dropped.
+pub fn move_into_place(tmp: &Path, target: &Path, marker: &str) -> Result<(), String> {
+    if std::fs::rename(tmp, target).is_err() {
+        let _ = std::fs::remove_dir_all(tmp);
+        if !target.join(marker).is_file() {
+            return Err(format!("cannot move {} into place", target.display()));
+        }
+    }
+    Ok(())
+}
+
 /// How many converted models the cache keeps; the least recently used go first.
 const MAX_CACHED_MODELS: usize = 4;
 
@@ -285,16 +297,7 @@ pub fn convert_gemma3(path: &Path, cache: &Path) -> Result<Converted, String> {
         let _ = std::fs::remove_dir_all(&tmp);
         return Err(e);
     }
-    // Another process may have finished first; either folder is complete and identical.
-    if std::fs::rename(&tmp, &dir).is_err() {
-        let _ = std::fs::remove_dir_all(&tmp);
-        if !dir.join(".complete").is_file() {
-            return Err(format!(
-                "cannot move the converted model into {}",
-                dir.display()
-            ));
-        }
-    }
+    move_into_place(&tmp, &dir, ".complete")?;
     evict(cache);
     Ok(Converted {
         dir,

@@ -83,8 +83,8 @@ pub fn inspect_folder(dir: &Path) -> Outcome<FolderModel> {
     let config = read_json(dir, "config.json")?.ok_or_else(|| {
         format_error(
             dir,
-            "a model folder needs config.json (a Hugging Face SafeTensors folder: config.json, \
-             *.safetensors, tokenizer.json); for a GGUF model pass the .gguf file itself",
+            "the folder holds no model: a Hugging Face SafeTensors folder needs config.json \
+             (with *.safetensors and tokenizer.json), and it holds no .gguf model file either",
         )
     })?;
     let architecture = config["architectures"]

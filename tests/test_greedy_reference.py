@@ -36,8 +36,8 @@ def test_prompt_ids_are_exact(backend: InferenceBackend, case: dict[str, Any]) -
     assert backend.tokenize(case["prompt"]) == case["prompt_token_ids"]
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])
-def test_greedy_parts_only_at_near_ties(backend: InferenceBackend, case: dict[str, Any]) -> None:
+def assert_parts_only_at_near_ties(backend: InferenceBackend, case: dict[str, Any]) -> list[int]:
+    """Greedy 32 tokens of the case; returns our ids."""
     req = GenerateRequest(prompt=case["prompt"], max_tokens=32, temperature=0.0)
     ours = list(backend.generate(req).token_ids)
     ref = case["continuation_token_ids"]
@@ -46,6 +46,13 @@ def test_greedy_parts_only_at_near_ties(backend: InferenceBackend, case: dict[st
     print(f"{case['id']}: matched {n}/32 reference ids; reference margin at the split: {margin}")
     assert len(ours) == 32
     assert margin is None or margin < NEAR_TIE, f"parted at step {n} where llama.cpp's margin is {margin}"
+    return ours
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])
+def test_greedy_parts_only_at_near_ties(backend: InferenceBackend, case: dict[str, Any]) -> None:
+    ours = assert_parts_only_at_near_ties(backend, case)
+    req = GenerateRequest(prompt=case["prompt"], max_tokens=32, temperature=0.0)
     # Streaming gives the same ids and the same text.
     stream = backend.generate_stream(req)
     text = "".join(chunk.text for chunk in stream)

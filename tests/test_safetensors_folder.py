@@ -10,11 +10,10 @@ from typing import Any, Iterator
 
 import pytest
 from hf_folder import write_gemma3_folder
-from test_greedy_reference import CASES, NEAR_TIE, matched_prefix
+from test_greedy_reference import CASES, assert_parts_only_at_near_ties
 
 from pcai_inference import (
     BackendType,
-    GenerateRequest,
     InferenceBackend,
     InvalidRequestError,
     ModelFormatError,
@@ -49,14 +48,7 @@ def test_folder_greedy_parts_from_llama_cpp_only_at_near_ties(
     folder_backend: InferenceBackend, case: dict[str, Any]
 ) -> None:
     assert folder_backend.tokenize(case["prompt"]) == case["prompt_token_ids"]
-    request = GenerateRequest(prompt=case["prompt"], max_tokens=32, temperature=0.0)
-    ours = list(folder_backend.generate(request).token_ids)
-    ref = case["continuation_token_ids"]
-    n = matched_prefix(ours, ref)
-    margin = case["top1_top2_logit_margin"][n] if n < len(ref) else None
-    print(f"{case['id']}: matched {n}/32; reference margin at the split: {margin}")
-    assert len(ours) == 32
-    assert margin is None or margin < NEAR_TIE, f"parted at step {n} where llama.cpp's margin is {margin}"
+    assert_parts_only_at_near_ties(folder_backend, case)
 
 
 def test_chat_template_comes_from_tokenizer_config(folder_backend: InferenceBackend) -> None:
