@@ -216,8 +216,8 @@ fn load_folder_pipeline(
         .transpose()
         .map_err(|e| Failure::invalid(format!("isq: {e}")))?;
     let dtype = match options.dtype.as_str() {
-        // The engine's "auto" picks F16 on the CPU, which is slow there and overflows in
-        // models such as Gemma 3 (every logit NaN); F32 is the CPU's native type.
+        // The engine's "auto" picks F16 on the CPU, which is slow there and breaks models such
+        // as Gemma 3 (greedy output ended at once, empty); F32 is the CPU's native type.
         "auto" if device.is_cpu() => ModelDType::F32,
         "auto" => ModelDType::Auto,
         "f32" => ModelDType::F32,
