@@ -8,6 +8,7 @@ tokens banned, so each run generates exactly the tokens asked for.
 
 from __future__ import annotations
 
+import itertools
 import json
 import resource
 import statistics
@@ -161,7 +162,7 @@ def timed_stream(engine: Engine) -> dict[str, float]:
             stamps.append(time.perf_counter())
     except NotImplementedError:
         return {}
-    gaps = [b - a for a, b in zip(stamps, stamps[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(stamps)]
     return {
         "stream_decode_tok_s": (len(stamps) - 1) / max(stamps[-1] - stamps[0], 1e-9),
         "stream_ms_between_chunks": 1000 * statistics.median(gaps) if gaps else 0.0,

@@ -43,6 +43,41 @@ pub struct LoadOptions {
     pub chat_template: Option<String>,
     /// At most this many tokens (prompt and generated) per request; `None`: the model's window.
     pub max_context: Option<usize>,
+    /// A Hugging Face `tokenizer.json` that replaces the model's own tokenizer.
+    pub tokenizer: Option<PathBuf>,
+}
+
+/// Reads a `tokenizer.json` given in place of the model's own, before the long load.
+fn read_tokenizer_file(path: &Path) -> Outcome<Arc<tokenizers::Tokenizer>> {
+    if !path.is_file() {
+        return Err(Failure::new(
+            FailureKind::ModelNotFound,
+            format!("tokenizer file {} does not exist", path.display()),
+        ));
+    }
+    tokenizers::Tokenizer::from_file(path)
+        .map(Arc::new)
+        .map_err(|e| {
+            format_failure(
+                path,
+                &format!("is not a Hugging Face tokenizer.json ({e}); give the tokenizer.json of a model, or leave tokenizer out"),
+            )
+        })
+}
+
+/// The model's end-of-generation ids followed by any others the engine knows.
+fn merge_ids(mut ids: Vec<u32>, more: impl IntoIterator<Item = u32>) -> Vec<u32> {
+    for id in more {
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    ids
+}
+
+/// The tokens one request may use: the model's window, or less when the user asks.
+fn context_window(max_context: Option<usize>, model_window: usize) -> usize {
+    max_context.map_or(model_window, |n| n.min(model_window))
 }
 
 pub struct LoadedModel {
@@ -147,6 +182,7 @@ fn load_converted_gguf(
     path: &Path,
     device: &Device,
     max_context: Option<usize>,
+    tokenizer_json: Option<String>,
 ) -> Outcome<EnginePipeline> {
     let format_error =
         |e: String| Failure::new(FailureKind::ModelFormat, format!("{}: {e}", path.display()));
@@ -171,7 +207,7 @@ fn load_converted_gguf(
     MultimodalLoaderBuilder::new(
         config,
         None,
-        None,
+        tokenizer_json,
         Some(folder.to_string_lossy().into_owned()),
         None,
     )
@@ -209,6 +245,7 @@ fn load_folder_pipeline(
     options: &FolderOptions,
 ) -> Outcome<EnginePipeline> {
     let dir = model.dir.to_string_lossy().into_owned();
+    let tokenizer_json = options.tokenizer_json.clone();
     let isq = options
         .isq
         .as_deref()
@@ -233,7 +270,7 @@ fn load_folder_pipeline(
         MultimodalLoaderBuilder::new(
             MultimodalSpecificConfig::default(),
             None,
-            None,
+            tokenizer_json,
             Some(dir),
             None,
         )
@@ -242,7 +279,7 @@ fn load_folder_pipeline(
         NormalLoaderBuilder::new(
             NormalSpecificConfig::default(),
             None,
-            None,
+            tokenizer_json,
             Some(dir),
             false,
             None,
@@ -275,12 +312,32 @@ pub struct FolderOptions {
     pub dtype: String,
     /// In-situ quantization at load, e.g. `Q4K` or `Q8_0`.
     pub isq: Option<String>,
+    /// Set by `load_folder` from `LoadOptions::tokenizer`.
+    tokenizer_json: Option<String>,
+}
+
+impl FolderOptions {
+    pub fn new(dtype: String, isq: Option<String>) -> Self {
+        Self {
+            dtype,
+            isq,
+            tokenizer_json: None,
+        }
+    }
 }
 
 impl LoadedModel {
     /// Loads a local Hugging Face SafeTensors folder. Blocking, like `load_gguf`.
-    pub fn load_folder(dir: &Path, options: LoadOptions, folder: FolderOptions) -> Outcome<Self> {
+    pub fn load_folder(
+        dir: &Path,
+        options: LoadOptions,
+        mut folder: FolderOptions,
+    ) -> Outcome<Self> {
         let model = inspect_folder(dir)?;
+        if let Some(path) = &options.tokenizer {
+            read_tokenizer_file(path)?;
+            folder.tokenizer_json = Some(path.to_string_lossy().into_owned());
+        }
         let dir = dir.canonicalize().map_err(|e| {
             Failure::new(
                 FailureKind::ModelNotFound,
@@ -313,21 +370,16 @@ impl LoadedModel {
             tokenizer.ok_or_else(|| format_failure(&dir, "the engine has no tokenizer for it"))?;
         let token_id = |t: &Option<String>| t.as_deref().and_then(|t| tokenizer.token_to_id(t));
         let bos = token_id(&model.bos_token).filter(|_| model.add_bos);
-        let mut eog_ids = model.eos_ids.clone();
-        for id in token_id(&model.eos_token)
-            .into_iter()
-            .chain(metadata.eos_tok.iter().copied())
-        {
-            if !eog_ids.contains(&id) {
-                eog_ids.push(id);
-            }
-        }
+        let eog_ids = merge_ids(
+            model.eos_ids.clone(),
+            token_id(&model.eos_token)
+                .into_iter()
+                .chain(metadata.eos_tok.iter().copied()),
+        );
         if eog_ids.is_empty() {
             return Err(format_failure(&dir, "names no end-of-sequence token"));
         }
-        let context_window = options
-            .max_context
-            .map_or(metadata.max_seq_len, |n| n.min(metadata.max_seq_len));
+        let context_window = context_window(options.max_context, metadata.max_seq_len);
         Ok(Self {
             runner: start_runner(pipeline),
             codec: Codec::new(tokenizer, bos),
@@ -352,6 +404,11 @@ impl LoadedModel {
             )
         })?;
         let (device, device_name) = resolve_device(options.device)?;
+        let tokenizer_override = options
+            .tokenizer
+            .as_deref()
+            .map(read_tokenizer_file)
+            .transpose()?;
         let started = std::time::Instant::now();
         let content = gguf_convert::read_content(&path).map_err(|e| {
             Failure::new(FailureKind::ModelFormat, format!("{}: {e}", path.display()))
@@ -373,7 +430,11 @@ impl LoadedModel {
         tracing::info!("read the GGUF metadata in {:.2?}", started.elapsed());
 
         let pipeline = if converted {
-            load_converted_gguf(&path, &device, options.max_context)?
+            let tokenizer_json = options
+                .tokenizer
+                .as_ref()
+                .map(|p| p.to_string_lossy().into_owned());
+            load_converted_gguf(&path, &device, options.max_context, tokenizer_json)?
         } else {
             load_engine_gguf(&path, &device)?
         };
@@ -389,9 +450,10 @@ impl LoadedModel {
         // Our own conversion of the GGUF vocabulary (a converted model's engine tokenizer is
         // already ours); the engine's for tokenizer kinds we do not convert.
         let bos = vocab.bos_id.filter(|_| vocab.add_bos);
-        let codec = match (converted, engine_tokenizer) {
-            (true, Some(t)) => Codec::new(t, bos),
-            (_, engine) => match Codec::from_vocab(&vocab) {
+        let codec = match (tokenizer_override, converted, engine_tokenizer) {
+            // The converted model's engine was given the same file.
+            (Some(t), _, _) | (None, true, Some(t)) => Codec::new(t, bos),
+            (None, _, engine) => match Codec::from_vocab(&vocab) {
                 Ok(c) => c,
                 Err(why) => {
                     let t = engine.ok_or_else(|| {
@@ -406,21 +468,17 @@ impl LoadedModel {
             },
         };
         tracing::info!("tokenizer ready after {:.2?}", started.elapsed());
-        let mut eog_ids = vocab.end_of_generation_ids();
-        for id in &metadata.eos_tok {
-            if !eog_ids.contains(id) {
-                eog_ids.push(*id);
-            }
-        }
+        let eog_ids = merge_ids(
+            vocab.end_of_generation_ids(),
+            metadata.eos_tok.iter().copied(),
+        );
         if eog_ids.is_empty() {
             return Err(Failure::new(
                 FailureKind::ModelFormat,
                 format!("{} names no end-of-sequence token", path.display()),
             ));
         }
-        let context_window = options
-            .max_context
-            .map_or(metadata.max_seq_len, |n| n.min(metadata.max_seq_len));
+        let context_window = context_window(options.max_context, metadata.max_seq_len);
 
         Ok(Self {
             runner: start_runner(pipeline),

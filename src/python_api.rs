@@ -41,6 +41,39 @@ impl NativeModel {
     }
 }
 
+/// Checks the options every loader takes.
+fn load_options(
+    device: &str,
+    chat_template: Option<String>,
+    max_context: Option<usize>,
+    tokenizer: Option<PathBuf>,
+) -> PyResult<LoadOptions> {
+    let device = parse_device(device).py()?;
+    if max_context == Some(0) {
+        return Err(Failure::invalid("max_context must be at least 1 token")).py();
+    }
+    Ok(LoadOptions {
+        device,
+        chat_template,
+        max_context,
+        tokenizer,
+    })
+}
+
+/// Runs a loader without the GIL, with engine panics turned into errors.
+fn load_detached(
+    py: Python<'_>,
+    load: impl FnOnce() -> crate::failure::Outcome<LoadedModel> + Send,
+) -> PyResult<NativeModel> {
+    crate::logging_bridge::refresh_level(py);
+    let model = py
+        .detach(|| catch_engine_panic(FailureKind::ModelFormat, "loading the model", load))
+        .py()?;
+    Ok(NativeModel {
+        model: Mutex::new(Some(Arc::new(model))),
+    })
+}
+
 fn finished_dict<'py>(py: Python<'py>, f: &Finished) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("finish_reason", f.reason.as_str())?;
@@ -57,74 +90,36 @@ fn finished_dict<'py>(py: Python<'py>, f: &Finished) -> PyResult<Bound<'py, PyDi
 impl NativeModel {
     /// Loads a local GGUF file.
     #[staticmethod]
-    #[pyo3(signature = (path, device = "auto", chat_template = None, max_context = None))]
+    #[pyo3(signature = (path, device = "auto", chat_template = None, max_context = None, tokenizer = None))]
     fn load_gguf(
         py: Python<'_>,
         path: PathBuf,
         device: &str,
         chat_template: Option<String>,
         max_context: Option<usize>,
+        tokenizer: Option<PathBuf>,
     ) -> PyResult<Self> {
-        let device = parse_device(device).py()?;
-        if max_context == Some(0) {
-            return Err(Failure::invalid("max_context must be at least 1 token")).py();
-        }
-        crate::logging_bridge::refresh_level(py);
-        let model = py
-            .detach(|| {
-                catch_engine_panic(FailureKind::ModelFormat, "loading the model", || {
-                    LoadedModel::load_gguf(
-                        &path,
-                        LoadOptions {
-                            device,
-                            chat_template,
-                            max_context,
-                        },
-                    )
-                })
-            })
-            .py()?;
-        Ok(Self {
-            model: Mutex::new(Some(Arc::new(model))),
-        })
+        let options = load_options(device, chat_template, max_context, tokenizer)?;
+        load_detached(py, move || LoadedModel::load_gguf(&path, options))
     }
 
     /// Loads a local Hugging Face SafeTensors folder.
     #[staticmethod]
-    #[pyo3(signature = (path, device = "auto", chat_template = None, max_context = None, dtype = "auto", isq = None))]
+    #[pyo3(signature = (path, device = "auto", chat_template = None, max_context = None, tokenizer = None, dtype = "auto", isq = None))]
+    #[allow(clippy::too_many_arguments)]
     fn load_folder(
         py: Python<'_>,
         path: PathBuf,
         device: &str,
         chat_template: Option<String>,
         max_context: Option<usize>,
+        tokenizer: Option<PathBuf>,
         dtype: &str,
         isq: Option<String>,
     ) -> PyResult<Self> {
-        let device = parse_device(device).py()?;
-        if max_context == Some(0) {
-            return Err(Failure::invalid("max_context must be at least 1 token")).py();
-        }
-        crate::logging_bridge::refresh_level(py);
-        let dtype = dtype.to_ascii_lowercase();
-        let model = py
-            .detach(|| {
-                catch_engine_panic(FailureKind::ModelFormat, "loading the model", || {
-                    LoadedModel::load_folder(
-                        &path,
-                        LoadOptions {
-                            device,
-                            chat_template,
-                            max_context,
-                        },
-                        FolderOptions { dtype, isq },
-                    )
-                })
-            })
-            .py()?;
-        Ok(Self {
-            model: Mutex::new(Some(Arc::new(model))),
-        })
+        let options = load_options(device, chat_template, max_context, tokenizer)?;
+        let folder = FolderOptions::new(dtype.to_ascii_lowercase(), isq);
+        load_detached(py, move || LoadedModel::load_folder(&path, options, folder))
     }
 
     #[getter]

@@ -32,6 +32,14 @@ def model_path() -> Path:
 
 
 @pytest.fixture(scope="session")
+def hf_folder(model_path: Path) -> Path:
+    """The Gemma 3 270M weights as a float32 Hugging Face SafeTensors folder (tests/hf_folder.py)."""
+    from hf_folder import cached_gemma3_folder
+
+    return cached_gemma3_folder(model_path)
+
+
+@pytest.fixture(scope="session")
 def backend(model_path: Path) -> Iterator[InferenceBackend]:
     b = BackendType.MISTRALRS.create(device="cpu")
     b.load_model(model_path)

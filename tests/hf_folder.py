@@ -3,8 +3,14 @@ with every weight dequantized to float32: the same model in the other format use
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from gguf import GGUFReader
@@ -107,3 +113,61 @@ def write_gemma3_folder(gguf_path: Path, out: Path) -> Path:
         )
     )
     return out
+
+
+def _test_model_cache() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pcai-inference" / "test-models"
+
+
+def _fingerprint(gguf_path: Path, *sources: Path) -> str:
+    """sha256 of the GGUF file and of the code that derives something from it."""
+    digest = hashlib.sha256()
+    for source in sources:
+        digest.update(source.read_bytes())
+    with open(gguf_path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+def cached_gemma3_folder(gguf_path: Path) -> Path:
+    """The folder of :func:`write_gemma3_folder`, kept between test runs in the user's cache
+    (``$XDG_CACHE_HOME/pcai-inference/test-models``), keyed by the GGUF's sha256 and this
+    module's own text (a change to the conversion writes a new folder)."""
+    cache = _test_model_cache()
+    folder = cache / f"gemma3-270m-f32-hf-{_fingerprint(gguf_path, Path(__file__))}"
+    if (folder / "config.json").is_file():
+        return folder
+    cache.mkdir(parents=True, exist_ok=True)
+    for stale in [*cache.glob("gemma3-270m-f32-hf-*"), *cache.glob(".writing-*")]:
+        shutil.rmtree(stale, ignore_errors=True)
+    partial = Path(tempfile.mkdtemp(prefix=".writing-", dir=cache))
+    write_gemma3_folder(gguf_path, partial)
+    partial.rename(folder)
+    return folder
+
+
+def cached_exact_continuations(gguf_path: Path, cases: list[dict[str, Any]]) -> dict[str, list[int]]:
+    """Greedy continuations (32 ids per case) of ``tools/gemma3_exact_greedy.py``: Gemma 3 in
+    float64 on the GGUF's dequantized weights, with no activation quantization. About a minute
+    to compute; cached like :func:`cached_gemma3_folder`."""
+    tool = Path(__file__).resolve().parents[1] / "tools" / "gemma3_exact_greedy.py"
+    cache = _test_model_cache()
+    path = cache / f"gemma3-270m-exact-greedy-{_fingerprint(gguf_path, tool)}.json"
+    try:
+        stored: dict[str, list[int]] = json.loads(path.read_text())
+        if all(c["id"] in stored for c in cases):
+            return stored
+    except (OSError, ValueError):
+        pass
+    spec = importlib.util.spec_from_file_location("gemma3_exact_greedy", tool)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    model = module.ExactGemma3(str(gguf_path))
+    result = {c["id"]: [int(i) for i in model.greedy(c["prompt_token_ids"], 32)] for c in cases}
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result))
+    tmp.replace(path)
+    return result

@@ -24,7 +24,7 @@ NEAR_TIE = 0.5
 
 
 def matched_prefix(ours: list[int], ref: list[int]) -> int:
-    return next((i for i, (a, b) in enumerate(zip(ours, ref)) if a != b), min(len(ours), len(ref)))
+    return next((i for i, (a, b) in enumerate(zip(ours, ref, strict=False)) if a != b), min(len(ours), len(ref)))
 
 
 def test_reference_cases_are_present() -> None:

@@ -92,9 +92,11 @@ def test_folder_without_model_files(tmp_path: Path) -> None:
     assert "no .gguf model file" in str(_load_error(tmp_path))
 
 
-def test_folder_with_a_gguf_says_which_to_pass(tmp_path: Path, model_path: Path) -> None:
+def test_folder_with_one_gguf_loads_it(tmp_path: Path, model_path: Path) -> None:
     os.symlink(model_path, tmp_path / "model.gguf")
-    assert "pass the path of one" in str(_load_error(tmp_path))
+    with BackendType.MISTRALRS.create(device="cpu") as b:
+        b.load_model(tmp_path)
+        assert b.model_path == model_path.resolve()  # type: ignore[attr-defined]
 
 
 def test_generate_without_a_model() -> None:

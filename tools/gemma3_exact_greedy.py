@@ -111,7 +111,7 @@ def main() -> None:
     for case in reference["cases"]:
         ids = model.greedy(case["prompt_token_ids"], len(case["continuation_token_ids"]))
         ref = case["continuation_token_ids"]
-        n = next((i for i, (a, b) in enumerate(zip(ids, ref)) if a != b), len(ref))
+        n = next((i for i, (a, b) in enumerate(zip(ids, ref, strict=False)) if a != b), len(ref))
         margin = case["top1_top2_logit_margin"][n] if n < len(ref) else None
         print(f"{case['id']}: exact float64 matches llama.cpp for {n} tokens; reference margin there: {margin}")
 

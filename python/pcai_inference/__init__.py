@@ -21,6 +21,7 @@ from .backend import BackendType, InferenceBackend  # noqa: E402
 from .default_model import default_model_path  # noqa: E402
 from .errors import (  # noqa: E402
     DeviceError,
+    DownloadError,
     GenerationError,
     InvalidRequestError,
     ModelFormatError,
@@ -28,6 +29,7 @@ from .errors import (  # noqa: E402
     ModelNotLoadedError,
     PcaiError,
 )
+from .hub_settings import ProgressCallback  # noqa: E402
 from .info import build_info  # noqa: E402
 from .mistralrs_backend import MistralRsBackend  # noqa: E402
 from .streaming import AsyncTokenStream, TokenStream  # noqa: E402
@@ -51,6 +53,7 @@ __all__ = [
     "ChatMessage",
     "ContentPart",
     "DeviceError",
+    "DownloadError",
     "FinishReason",
     "GenerateRequest",
     "GenerateResponse",
@@ -62,6 +65,7 @@ __all__ = [
     "ModelNotFoundError",
     "ModelNotLoadedError",
     "PcaiError",
+    "ProgressCallback",
     "StreamChunk",
     "TextPart",
     "Timings",

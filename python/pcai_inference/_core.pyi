@@ -10,7 +10,11 @@ class NativeModel:
 
     @staticmethod
     def load_gguf(
-        path: str, device: str = "auto", chat_template: Optional[str] = None, max_context: Optional[int] = None
+        path: str,
+        device: str = "auto",
+        chat_template: Optional[str] = None,
+        max_context: Optional[int] = None,
+        tokenizer: Optional[str] = None,
     ) -> NativeModel: ...
     @staticmethod
     def load_folder(
@@ -18,6 +22,7 @@ class NativeModel:
         device: str = "auto",
         chat_template: Optional[str] = None,
         max_context: Optional[int] = None,
+        tokenizer: Optional[str] = None,
         dtype: str = "auto",
         isq: Optional[str] = None,
     ) -> NativeModel: ...

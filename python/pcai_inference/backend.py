@@ -28,10 +28,13 @@ class InferenceBackend(abc.ABC):
         self,
         model: Union[str, os.PathLike[str]],
         *,
+        filename: Optional[str] = None,
+        revision: Optional[str] = None,
+        tokenizer: Optional[Union[str, os.PathLike[str]]] = None,
         chat_template: Optional[str] = None,
         max_context: Optional[int] = None,
     ) -> None:
-        """Loads a model, replacing any loaded one."""
+        """Loads a model (a local path or a hub repository id), replacing any loaded one."""
 
     @abc.abstractmethod
     def unload(self) -> None:

@@ -22,7 +22,13 @@ def _parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("generate", help="generate text from a prompt")
     g.add_argument("prompt", help="the prompt text")
-    g.add_argument("--model", help="path of a .gguf file (default: the embedded Gemma 3 270M)")
+    g.add_argument(
+        "--model",
+        help="a .gguf file, a SafeTensors folder or a Hugging Face repository id (default: the embedded Gemma 3 270M)",
+    )
+    g.add_argument("--filename", help="the GGUF file to take from a repository or folder that holds several")
+    g.add_argument("--revision", help="a hub branch, tag or commit (default: main)")
+    g.add_argument("--max-context", type=int, help="at most this many tokens per request (prompt and output)")
     g.add_argument("--device", default="auto", help='"auto", "cpu", "cuda", "cuda:N" or "metal"')
     g.add_argument("--chat-template", help="a Jinja chat template file, for --chat")
     g.add_argument("--chat", action="store_true", help="send the prompt as a user chat message")
@@ -62,7 +68,13 @@ def _generate(args: argparse.Namespace) -> int:
     else:
         request = GenerateRequest(prompt=args.prompt, **params)
     with BackendType.MISTRALRS.create(device=args.device) as backend:
-        backend.load_model(model, chat_template=args.chat_template)
+        backend.load_model(
+            model,
+            filename=args.filename,
+            revision=args.revision,
+            chat_template=args.chat_template,
+            max_context=args.max_context,
+        )
         if args.stream:
             stream = backend.generate_stream(request)
             for chunk in stream:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __all__ = [
     "DeviceError",
+    "DownloadError",
     "GenerationError",
     "InvalidRequestError",
     "ModelFormatError",
@@ -43,3 +44,8 @@ class ModelNotLoadedError(PcaiError):
 
 class GenerationError(PcaiError):
     """The engine failed while generating."""
+
+
+class DownloadError(PcaiError, ConnectionError):
+    """A download from the Hugging Face hub failed (network, server, or a corrupt file that was
+    removed); loading again retries. A missing repository or file is :class:`ModelNotFoundError`."""

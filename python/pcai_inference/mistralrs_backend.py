@@ -11,6 +11,8 @@ from typing import Any, Optional, Sequence, Union
 from . import _core
 from .backend import InferenceBackend, RequestLike
 from .errors import InvalidRequestError, ModelNotFoundError, ModelNotLoadedError
+from .hub_settings import ProgressCallback
+from .model_source import ModelFormat, locate_model, locate_tokenizer
 from .streaming import AsyncTokenStream, TokenStream
 from .tokenizer import Tokenizer
 from .types import GenerateRequest
@@ -61,13 +63,28 @@ class MistralRsBackend(InferenceBackend):
         self,
         model: Union[str, os.PathLike[str]],
         *,
+        filename: Optional[str] = None,
+        revision: Optional[str] = None,
+        tokenizer: Optional[Union[str, os.PathLike[str]]] = None,
         chat_template: Optional[str] = None,
         max_context: Optional[int] = None,
         dtype: str = "auto",
         isq: Optional[str] = None,
+        on_progress: Optional[ProgressCallback] = None,
     ) -> None:
-        """Loads a model, replacing any loaded one: a ``.gguf`` file, or a Hugging Face
-        SafeTensors folder (``config.json``, ``*.safetensors``, ``tokenizer.json``).
+        """Loads a model, replacing any loaded one. ``model`` is one of:
+
+        - a ``.gguf`` file, or a folder holding one (``filename=`` picks among several);
+        - a Hugging Face SafeTensors folder (``config.json``, ``*.safetensors``, ``tokenizer.json``);
+        - a Hugging Face hub repository id (``"google/gemma-3-270m"``): a SafeTensors model,
+          or a GGUF repository (``filename=`` picks the file when it holds several). ``revision``
+          is a branch, tag or commit (default ``main``). Files land in the standard Hugging Face
+          cache; ``HF_ENDPOINT``, ``HF_HOME``, ``HF_HUB_CACHE``, ``HF_TOKEN`` and
+          ``HF_HUB_OFFLINE`` are honoured. ``on_progress(done, total)`` follows the download in
+          bytes; a bar is shown when stderr is a terminal.
+
+        ``tokenizer`` replaces the model's tokenizer: a ``tokenizer.json``, a folder holding one,
+        or a hub repository id.
 
         ``chat_template`` is a Jinja template (the string itself, or a path to a file) used by
         :meth:`chat`; without it the template that comes with the model is used, if any.
@@ -75,12 +92,14 @@ class MistralRsBackend(InferenceBackend):
         ``max_context`` caps the tokens of one request (prompt and generated together), like
         llama.cpp's ``n_ctx``; a smaller window loads faster. Default: the model's own window.
 
-        For SafeTensors folders only: ``dtype`` (``auto``, ``f32``, ``f16``, ``bf16``) and
+        For SafeTensors models only: ``dtype`` (``auto``, ``f32``, ``f16``, ``bf16``) and
         ``isq``, in-situ quantization at load (e.g. ``"Q4K"``, ``"Q8_0"``).
         """
-        path = Path(os.fspath(model)).expanduser()
-        if not path.exists():
-            raise ModelNotFoundError(f"no model at {path}; check the path")
+        if not isinstance(model, (str, os.PathLike)):
+            raise InvalidRequestError(f"model must be a path or a hub repository id, got {type(model).__name__}")
+        for name, value in (("filename", filename), ("revision", revision)):
+            if value is not None and (not isinstance(value, str) or not value):
+                raise InvalidRequestError(f"{name} must be a non-empty string, got {value!r}")
         if max_context is not None and (
             isinstance(max_context, bool) or not isinstance(max_context, int) or max_context < 1
         ):
@@ -89,19 +108,28 @@ class MistralRsBackend(InferenceBackend):
             raise InvalidRequestError(f"dtype must be 'auto', 'f32', 'f16' or 'bf16', got {dtype!r}")
         if isq is not None and not isinstance(isq, str):
             raise InvalidRequestError(f"isq must be a quantization name such as 'Q4K', got {isq!r}")
+        if on_progress is not None and not callable(on_progress):
+            raise InvalidRequestError("on_progress must be a callable taking (done, total)")
         template = _template_text(chat_template) if chat_template is not None else None
-        if path.is_dir() and not any(path.glob("*.gguf")):
+        tokenizer_path = str(locate_tokenizer(tokenizer)) if tokenizer is not None else None
+        located = locate_model(model, filename=filename, revision=revision, on_progress=on_progress)
+        if located.format is ModelFormat.SAFETENSORS:
             native = _core.NativeModel.load_folder(
-                str(path), self._device_spec, template, max_context, dtype.lower(), isq
+                str(located.path), self._device_spec, template, max_context, tokenizer_path, dtype.lower(), isq
             )
         else:
             if dtype.lower() != "auto" or isq is not None:
-                raise InvalidRequestError(
-                    "dtype and isq apply to SafeTensors folders; a GGUF file is already quantized"
-                )
-            native = _core.NativeModel.load_gguf(str(path), self._device_spec, template, max_context)
+                raise InvalidRequestError("dtype and isq apply to SafeTensors models; a GGUF file is already quantized")
+            native = _core.NativeModel.load_gguf(
+                str(located.path), self._device_spec, template, max_context, tokenizer_path
+            )
         self.unload()
         self._model = native
+
+    def load_gguf_hf(self, repo: str, filename: str, **options: Any) -> None:
+        """Loads ``filename`` from the GGUF repository ``repo`` on the Hugging Face hub; the
+        other keywords are those of :meth:`load_model`."""
+        self.load_model(repo, filename=filename, **options)
 
     def unload(self) -> None:
         model, self._model = self._model, None
