@@ -9,6 +9,7 @@ pub enum FailureKind {
     ModelFormat,
     Device,
     InvalidRequest,
+    InvalidImage,
     ModelNotLoaded,
     Generation,
 }
@@ -21,6 +22,7 @@ impl FailureKind {
             Self::ModelFormat => "ModelFormatError",
             Self::Device => "DeviceError",
             Self::InvalidRequest => "InvalidRequestError",
+            Self::InvalidImage => "InvalidImageError",
             Self::ModelNotLoaded => "ModelNotLoadedError",
             Self::Generation => "GenerationError",
         }

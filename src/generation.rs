@@ -215,7 +215,8 @@ impl Generation {
             reason,
             token_ids: self.generated.clone(),
             tokens_generated: self.generated.len(),
-            prompt_tokens: self.prompt_tokens,
+            // A multimodal prompt's length is known once the engine has expanded its images.
+            prompt_tokens: self.tap.prompt_len().unwrap_or(self.prompt_tokens),
             prompt_seconds: first.saturating_duration_since(self.started).as_secs_f64(),
             decode_seconds: now.saturating_duration_since(first).as_secs_f64(),
             total_seconds: now.saturating_duration_since(self.started).as_secs_f64(),

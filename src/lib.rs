@@ -12,6 +12,7 @@ pub mod gguf_convert;
 pub mod gguf_header;
 pub mod gguf_tokenizer;
 pub(crate) mod logging_bridge;
+pub mod media;
 pub mod model;
 pub mod params;
 mod python_api;

@@ -4,6 +4,8 @@ use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use either::Either;
+use indexmap::IndexMap;
 use mistralrs::core::{
     AutoDeviceMapParams, DefaultSchedulerMethod, DeviceMapSetting, GGUFLoaderBuilder,
     GGUFSpecificConfig, MistralRsBuilder, ModelDType, MultimodalLoaderBuilder,
@@ -11,8 +13,8 @@ use mistralrs::core::{
     TokenSource,
 };
 use mistralrs::{
-    parse_isq_value, Constraint, Device, MistralRs, NormalRequest, Request, RequestLike, Response,
-    SchedulerConfig,
+    parse_isq_value, Constraint, Device, MessageContent, MistralRs, NormalRequest, Request,
+    RequestLike, Response, SchedulerConfig,
 };
 
 use crate::chat_template::ChatTemplate;
@@ -24,7 +26,7 @@ use crate::generation::Generation;
 use crate::gguf_convert;
 use crate::gguf_header::{read_gguf_header, GgufSummary};
 use crate::params::{check_context, GenerationParams};
-use crate::request::{PcaiRequest, TapEvent, TokenTap};
+use crate::request::{EnginePrompt, PcaiRequest, TapEvent, TokenTap};
 use crate::runtime::runtime;
 use crate::safetensors_folder::{inspect_folder, uses_multimodal_loader, FolderModel};
 
@@ -92,6 +94,8 @@ pub struct LoadedModel {
     /// Admission to the engine; see `ENGINE_SLOTS`.
     slots: Arc<tokio::sync::Semaphore>,
     chat_template: Option<ChatTemplate>,
+    /// What the model reads: `text`, and `image` for vision models.
+    pub input_modalities: Vec<&'static str>,
 }
 
 /// Checks a local GGUF path the way a user needs it explained.
@@ -226,13 +230,18 @@ fn load_converted_gguf(
 }
 
 /// The engine's scheduler and request loop around a loaded pipeline.
-fn start_runner(pipeline: EnginePipeline) -> Arc<MistralRs> {
+///
+/// For models that take images the prefix cache stays off: on a cache hit mistralrs 0.8.1
+/// hands logits processors a shortened context for image prompts (the output was right, the
+/// token count we read from it was not), and image prompts rarely share long prefixes anyway.
+fn start_runner(pipeline: EnginePipeline, takes_images: bool) -> Arc<MistralRs> {
     let scheduler = SchedulerConfig::DefaultScheduler {
         method: DefaultSchedulerMethod::Fixed(NonZeroUsize::new(MAX_NUM_SEQS).expect("non-zero")),
     };
     runtime().block_on(
         MistralRsBuilder::new(pipeline, scheduler, false, None)
             .with_no_kv_cache(false)
+            .with_no_prefix_cache(takes_images)
             .with_prefix_cache_n(16)
             .build(),
     )
@@ -381,12 +390,17 @@ impl LoadedModel {
         }
         let context_window = context_window(options.max_context, metadata.max_seq_len);
         Ok(Self {
-            runner: start_runner(pipeline),
+            runner: start_runner(pipeline, model.takes_images),
             codec: Codec::new(tokenizer, bos),
             eog_ids,
             context_window,
             device: device_name,
             model_path: dir,
+            input_modalities: if model.takes_images {
+                vec!["text", "image"]
+            } else {
+                vec!["text"]
+            },
             architecture: Some(model.architecture),
             slots: Arc::new(tokio::sync::Semaphore::new(ENGINE_SLOTS)),
             chat_template,
@@ -481,7 +495,7 @@ impl LoadedModel {
         let context_window = context_window(options.max_context, metadata.max_seq_len);
 
         Ok(Self {
-            runner: start_runner(pipeline),
+            runner: start_runner(pipeline, false),
             codec,
             eog_ids,
             context_window,
@@ -490,6 +504,7 @@ impl LoadedModel {
             architecture: summary.architecture,
             slots: Arc::new(tokio::sync::Semaphore::new(ENGINE_SLOTS)),
             chat_template,
+            input_modalities: vec!["text"],
         })
     }
 
@@ -532,21 +547,55 @@ impl LoadedModel {
             params.logit_bias.iter().map(|(id, _)| *id),
             "logit_bias names token id",
         )?;
+        let prompt = EnginePrompt::Tokens(prompt_ids.clone());
+        self.submit(prompt, &prompt_ids, params)
+    }
+
+    /// Starts generating from chat messages with images: the engine's processor applies the
+    /// model's chat template and expands each image into the model's image tokens.
+    /// `messages` is a JSON list of `{role, content}` with content a string or a list of parts
+    /// (`{"type": "text", "text": ...}`, `{"type": "image"}`), images in order of appearance.
+    pub fn start_multimodal(
+        &self,
+        messages: &serde_json::Value,
+        images: Vec<image::DynamicImage>,
+        mut params: GenerationParams,
+    ) -> Outcome<Generation> {
+        params.validate().map_err(Failure::invalid)?;
+        if !images.is_empty() && !self.input_modalities.contains(&"image") {
+            return Err(Failure::invalid(format!(
+                "this model takes {} only, not images",
+                self.input_modalities.join(" and ")
+            )));
+        }
+        // The prompt's length is known only once the engine has expanded the images.
+        params.max_tokens = params.max_tokens.min(self.context_window);
+        self.codec.check_ids(
+            params.logit_bias.iter().map(|(id, _)| *id),
+            "logit_bias names token id",
+        )?;
+        let messages = engine_messages(messages)?;
+        self.submit(EnginePrompt::Multimodal { messages, images }, &[], params)
+    }
+
+    /// Hands a request to the engine; `prompt_ids` are the prompt's ids where we know them.
+    fn submit(
+        &self,
+        prompt: EnginePrompt,
+        prompt_ids: &[u32],
+        params: GenerationParams,
+    ) -> Outcome<Generation> {
         let seed = params.seed.unwrap_or_else(fresh_seed);
         let (events_tx, events_rx) = std::sync::mpsc::channel();
+        let known_len = matches!(prompt, EnginePrompt::Tokens(_)).then_some(prompt_ids.len());
         let tap = Arc::new(TokenTap::new(
             &params,
             seed,
-            prompt_ids.len(),
+            known_len,
             self.eog_ids[0],
             events_tx.clone(),
         ));
-        let mut req = PcaiRequest::new(
-            prompt_ids.clone(),
-            &params,
-            self.eog_ids.clone(),
-            tap.clone(),
-        );
+        let mut req = PcaiRequest::new(prompt, &params, self.eog_ids.clone(), tap.clone());
         let (resp_tx, mut resp_rx) = tokio::sync::mpsc::channel(4);
         let engine_request = Request::Normal(Box::new(NormalRequest {
             messages: req.take_messages(),
@@ -594,6 +643,13 @@ impl LoadedModel {
                         .map(|c| c.finish_reason.clone())
                         .unwrap_or_default(),
                 },
+                Some(Response::Done(r)) => TapEvent::EngineDone {
+                    reason: r
+                        .choices
+                        .first()
+                        .map(|c| c.finish_reason.clone())
+                        .unwrap_or_default(),
+                },
                 Some(Response::ValidationError(e)) => TapEvent::EngineFailed {
                     message: e.to_string(),
                     invalid_request: true,
@@ -623,10 +679,46 @@ impl LoadedModel {
             tap,
             self.codec.tokenizer().clone(),
             self.eog_ids.clone(),
-            &prompt_ids,
+            prompt_ids,
             params,
         ))
     }
+}
+
+/// Chat messages in the engine's shape: each a map of `role` and `content`, the content a string
+/// or a list of part objects.
+fn engine_messages(value: &serde_json::Value) -> Outcome<Vec<IndexMap<String, MessageContent>>> {
+    let bad = |why: &str| Failure::invalid(format!("chat messages: {why}"));
+    let list = value.as_array().ok_or_else(|| bad("expected a list"))?;
+    list.iter()
+        .map(|message| {
+            let fields = message
+                .as_object()
+                .ok_or_else(|| bad("each message must be an object"))?;
+            fields
+                .iter()
+                .map(|(key, value)| {
+                    let content = match value {
+                        serde_json::Value::String(text) => Either::Left(text.clone()),
+                        serde_json::Value::Array(parts) => Either::Right(
+                            parts
+                                .iter()
+                                .map(|part| {
+                                    part.as_object()
+                                        .map(|p| {
+                                            p.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+                                        })
+                                        .ok_or_else(|| bad("each content part must be an object"))
+                                })
+                                .collect::<Outcome<Vec<_>>>()?,
+                        ),
+                        _ => return Err(bad(&format!("{key} must be a string or a list"))),
+                    };
+                    Ok((key.clone(), content))
+                })
+                .collect()
+        })
+        .collect()
 }
 
 fn engine_gone() -> Failure {

@@ -10,7 +10,7 @@ use pyo3::types::PyDict;
 
 use crate::codec::Codec;
 use crate::device::{compiled_features, parse_device, resolve_device};
-use crate::failure::{catch_engine_panic, Failure, FailureKind};
+use crate::failure::{catch_engine_panic, Failure, FailureKind, Outcome};
 use crate::generation::{Finished, Generation, Step};
 use crate::model::{FolderOptions, LoadOptions, LoadedModel};
 use crate::params::GenerationParams;
@@ -63,7 +63,7 @@ fn load_options(
 /// Runs a loader without the GIL, with engine panics turned into errors.
 fn load_detached(
     py: Python<'_>,
-    load: impl FnOnce() -> crate::failure::Outcome<LoadedModel> + Send,
+    load: impl FnOnce() -> Outcome<LoadedModel> + Send,
 ) -> PyResult<NativeModel> {
     crate::logging_bridge::refresh_level(py);
     let model = py
@@ -122,6 +122,17 @@ impl NativeModel {
         load_detached(py, move || LoadedModel::load_folder(&path, options, folder))
     }
 
+    /// What the model reads: `text`, and `image` for vision models.
+    #[getter]
+    fn input_modalities(&self) -> PyResult<Vec<String>> {
+        Ok(self
+            .get()?
+            .input_modalities
+            .iter()
+            .map(|m| m.to_string())
+            .collect())
+    }
+
     #[getter]
     fn device(&self) -> PyResult<String> {
         Ok(self.get()?.device.clone())
@@ -175,9 +186,13 @@ impl NativeModel {
         .py()
     }
 
-    /// Starts a generation and returns its reader at once.
+    /// Starts a generation and returns its reader at once. The prompt is `prompt_ids`, or, with
+    /// `messages_json`, chat messages whose image parts take `images` in order: each
+    /// `(bytes, width, height)`, raw RGB rows when `width` is set, else an encoded image.
     #[pyo3(signature = (prompt_ids, *, max_tokens, temperature, top_p, top_k, min_p, stop, seed,
-                        repetition_penalty, presence_penalty, frequency_penalty, logit_bias))]
+                        repetition_penalty, presence_penalty, frequency_penalty, logit_bias,
+                        messages_json = None, images = Vec::new(),
+                        max_image_pixels = crate::media::DEFAULT_MAX_IMAGE_PIXELS))]
     #[allow(clippy::too_many_arguments)]
     fn start(
         &self,
@@ -194,6 +209,9 @@ impl NativeModel {
         presence_penalty: f32,
         frequency_penalty: f32,
         logit_bias: Vec<(u32, f32)>,
+        messages_json: Option<String>,
+        images: Vec<(Vec<u8>, u32, u32)>,
+        max_image_pixels: u64,
     ) -> PyResult<NativeGeneration> {
         let model = self.get()?;
         crate::logging_bridge::refresh_level(py);
@@ -210,7 +228,35 @@ impl NativeModel {
             frequency_penalty,
             logit_bias,
         };
-        let generation = py.detach(|| model.start(prompt_ids, params)).py()?;
+        let generation = py
+            .detach(|| match messages_json {
+                None => model.start(prompt_ids, params),
+                Some(json) => {
+                    let messages: serde_json::Value = serde_json::from_str(&json).map_err(|e| {
+                        Failure::invalid(format!("messages are not valid JSON: {e}"))
+                    })?;
+                    let images = images
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, (bytes, width, height))| {
+                            let what = format!("image {}", i + 1);
+                            if width == 0 {
+                                crate::media::decode_image(&what, &bytes, max_image_pixels)
+                            } else {
+                                crate::media::rgb_image(
+                                    &what,
+                                    bytes,
+                                    width,
+                                    height,
+                                    max_image_pixels,
+                                )
+                            }
+                        })
+                        .collect::<Outcome<Vec<_>>>()?;
+                    model.start_multimodal(&messages, images, params)
+                }
+            })
+            .py()?;
         Ok(NativeGeneration {
             inner: Mutex::new(generation),
         })

@@ -37,7 +37,9 @@ pub enum TapEvent {
 /// The logits processor that picks every token of one request and reports it.
 pub struct TokenTap {
     settings: PickSettings,
-    prompt_len: usize,
+    /// Known up front for token prompts; for multimodal prompts (expanded by the engine's
+    /// processor) it is the context length at the first step.
+    prompt_len: OnceLock<usize>,
     /// Forced when the reader wants the sequence to end (stop string, cancel): the engine
     /// treats it as end-of-sequence and frees the sequence after one more step at most.
     stop_token: u32,
@@ -51,10 +53,14 @@ impl TokenTap {
     pub fn new(
         params: &GenerationParams,
         seed: u64,
-        prompt_len: usize,
+        prompt_len: Option<usize>,
         stop_token: u32,
         events: Sender<TapEvent>,
     ) -> Self {
+        let known = OnceLock::new();
+        if let Some(n) = prompt_len {
+            let _ = known.set(n);
+        }
         Self {
             settings: PickSettings {
                 temperature: params.temperature,
@@ -63,7 +69,7 @@ impl TokenTap {
                 min_p: params.min_p,
                 seed,
             },
-            prompt_len,
+            prompt_len: known,
             stop_token,
             stop_requested: AtomicBool::new(false),
             first_token_at: OnceLock::new(),
@@ -81,6 +87,11 @@ impl TokenTap {
         self.stop_requested.load(Ordering::Acquire)
     }
 
+    /// The prompt's length in tokens, once known.
+    pub fn prompt_len(&self) -> Option<usize> {
+        self.prompt_len.get().copied()
+    }
+
     /// When the first token was chosen, i.e. when prompt processing ended.
     pub fn first_token_at(&self) -> Option<Instant> {
         self.first_token_at.get().copied()
@@ -90,7 +101,8 @@ impl TokenTap {
         if self.stop_requested.load(Ordering::Acquire) {
             return self.stop_token;
         }
-        let step = context.len().saturating_sub(self.prompt_len);
+        let prompt_len = *self.prompt_len.get_or_init(|| context.len());
+        let step = context.len().saturating_sub(prompt_len);
         pick(logits, &self.settings, step).unwrap_or(self.stop_token)
     }
 }
@@ -119,9 +131,19 @@ impl CustomLogitsProcessor for TokenTap {
     }
 }
 
+/// What the model reads: token ids we made, or chat messages with images that the engine's
+/// processor turns into tokens (it expands each image into the model's image tokens).
+pub enum EnginePrompt {
+    Tokens(Vec<u32>),
+    Multimodal {
+        messages: Vec<IndexMap<String, MessageContent>>,
+        images: Vec<image::DynamicImage>,
+    },
+}
+
 /// A text-generation request in the form the engine takes (`RequestLike`).
 pub struct PcaiRequest {
-    prompt_ids: Vec<u32>,
+    prompt: EnginePrompt,
     sampling: SamplingParams,
     tap: Arc<TokenTap>,
 }
@@ -129,13 +151,13 @@ pub struct PcaiRequest {
 impl PcaiRequest {
     /// `stop_ids` are the model's end-of-generation ids; the engine ends the sequence on them.
     pub fn new(
-        prompt_ids: Vec<u32>,
+        prompt: EnginePrompt,
         params: &GenerationParams,
         stop_ids: Vec<u32>,
         tap: Arc<TokenTap>,
     ) -> Self {
         Self {
-            prompt_ids,
+            prompt,
             sampling: engine_sampling(params, stop_ids),
             tap,
         }
@@ -159,13 +181,29 @@ pub fn engine_sampling(params: &GenerationParams, stop_ids: Vec<u32>) -> Samplin
 
 impl RequestLike for PcaiRequest {
     fn messages_ref(&self) -> &[IndexMap<String, MessageContent>] {
-        &[]
+        match &self.prompt {
+            EnginePrompt::Tokens(_) => &[],
+            EnginePrompt::Multimodal { messages, .. } => messages,
+        }
     }
     fn images_ref(&self) -> &[image::DynamicImage] {
-        &[]
+        match &self.prompt {
+            EnginePrompt::Tokens(_) => &[],
+            EnginePrompt::Multimodal { images, .. } => images,
+        }
     }
     fn take_messages(&mut self) -> RequestMessage {
-        RequestMessage::CompletionTokens(std::mem::take(&mut self.prompt_ids))
+        match std::mem::replace(&mut self.prompt, EnginePrompt::Tokens(Vec::new())) {
+            EnginePrompt::Tokens(ids) => RequestMessage::CompletionTokens(ids),
+            EnginePrompt::Multimodal { messages, images } => RequestMessage::MultimodalChat {
+                images,
+                audios: Vec::new(),
+                videos: Vec::new(),
+                messages,
+                enable_thinking: None,
+                reasoning_effort: None,
+            },
+        }
     }
     fn take_logits_processors(&mut self) -> Option<Vec<Arc<dyn CustomLogitsProcessor>>> {
         Some(vec![self.tap.clone() as Arc<dyn CustomLogitsProcessor>])
@@ -203,7 +241,10 @@ mod tests {
         prompt_len: usize,
     ) -> (Arc<TokenTap>, std::sync::mpsc::Receiver<TapEvent>) {
         let (tx, rx) = channel();
-        (Arc::new(TokenTap::new(params, 1, prompt_len, 1, tx)), rx)
+        (
+            Arc::new(TokenTap::new(params, 1, Some(prompt_len), 1, tx)),
+            rx,
+        )
     }
 
     #[test]
@@ -216,7 +257,12 @@ mod tests {
             ..Default::default()
         };
         let (t, _rx) = tap(&params, 3);
-        let mut req = PcaiRequest::new(vec![2, 10, 11], &params, vec![1, 106], t);
+        let mut req = PcaiRequest::new(
+            EnginePrompt::Tokens(vec![2, 10, 11]),
+            &params,
+            vec![1, 106],
+            t,
+        );
         match req.take_messages() {
             RequestMessage::CompletionTokens(ids) => assert_eq!(ids, vec![2, 10, 11]),
             other => panic!("unexpected {other:?}"),

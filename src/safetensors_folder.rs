@@ -21,6 +21,8 @@ pub struct FolderModel {
     pub add_bos: bool,
     /// End-of-sequence ids from `config.json` and `generation_config.json`.
     pub eos_ids: Vec<u32>,
+    /// The model takes images: `config.json` has a `vision_config`.
+    pub takes_images: bool,
 }
 
 /// Architectures the engine only loads through its multimodal loader, even text-only ones.
@@ -138,6 +140,7 @@ pub fn inspect_folder(dir: &Path) -> Outcome<FolderModel> {
         eos_token: token_text(&tok_config["eos_token"]),
         add_bos: tok_config["add_bos_token"].as_bool().unwrap_or(false),
         eos_ids,
+        takes_images: config.get("vision_config").is_some_and(|v| v.is_object()),
     })
 }
 

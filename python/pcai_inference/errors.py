@@ -10,6 +10,7 @@ __all__ = [
     "DeviceError",
     "DownloadError",
     "GenerationError",
+    "InvalidImageError",
     "InvalidRequestError",
     "ModelFormatError",
     "ModelNotFoundError",
@@ -36,6 +37,11 @@ class DeviceError(PcaiError):
 
 class InvalidRequestError(PcaiError, ValueError):
     """A request or argument is out of range; the message names the field."""
+
+
+class InvalidImageError(InvalidRequestError):
+    """An image in a request is not one the model can take: not an image, truncated, past the
+    pixel limit (``max_image_pixels``), or too small for the model; the message says which."""
 
 
 class ModelNotLoadedError(PcaiError):

@@ -12,12 +12,16 @@ from . import _core
 from .backend import InferenceBackend, RequestLike
 from .errors import InvalidRequestError, ModelNotFoundError, ModelNotLoadedError
 from .hub_settings import ProgressCallback
+from .media import image_bytes
 from .model_source import ModelFormat, locate_model, locate_tokenizer
 from .streaming import AsyncTokenStream, TokenStream
 from .tokenizer import Tokenizer
-from .types import GenerateRequest
+from .types import ChatMessage, ContentPart, GenerateRequest, ImagePart, TextPart
 
-__all__ = ["MistralRsBackend"]
+__all__ = ["DEFAULT_MAX_IMAGE_PIXELS", "MistralRsBackend"]
+
+DEFAULT_MAX_IMAGE_PIXELS = 64 * 1024 * 1024
+"""64 megapixels (an 8K photo is 33)."""
 
 _REQUEST_FIELDS = {f.name for f in dataclasses.fields(GenerateRequest)}
 
@@ -35,6 +39,23 @@ def _as_request(request: RequestLike, params: dict[str, Any]) -> GenerateRequest
     raise InvalidRequestError(f"request must be a GenerateRequest or a prompt string, got {type(request).__name__}")
 
 
+def _sampling(req: GenerateRequest) -> dict[str, Any]:
+    """The request's generation settings, as the native ``start`` takes them."""
+    return dict(
+        max_tokens=req.max_tokens,
+        temperature=req.temperature,
+        top_p=req.top_p,
+        top_k=req.top_k,
+        min_p=req.min_p,
+        stop=list(req.stop),
+        seed=req.seed,
+        repetition_penalty=req.repetition_penalty,
+        presence_penalty=req.presence_penalty,
+        frequency_penalty=req.frequency_penalty,
+        logit_bias=list(req.logit_bias.items()) if req.logit_bias else [],
+    )
+
+
 def _template_text(chat_template: str) -> str:
     """A chat template given as a path is read; anything else is the template itself."""
     looks_like_path = "\n" not in chat_template and "{" not in chat_template and len(chat_template) < 4096
@@ -48,6 +69,10 @@ def _template_text(chat_template: str) -> str:
 
 class MistralRsBackend(InferenceBackend):
     """Runs models with the mistral.rs engine, in this process."""
+
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    """Images larger than this (width x height) are refused with :class:`InvalidImageError`
+    before they are decoded. Set it on the backend to allow larger ones."""
 
     def __init__(self, device: str = "auto") -> None:
         if not isinstance(device, str):
@@ -176,9 +201,32 @@ class MistralRsBackend(InferenceBackend):
 
     # -- generation -----------------------------------------------------------------------
 
+    @property
+    def capabilities(self) -> frozenset[str]:
+        """What the loaded model reads: ``{"text"}``, or ``{"text", "image"}`` for vision models."""
+        return frozenset(self._native().input_modalities)
+
     def _start(self, request: RequestLike, params: dict[str, Any]) -> _core.NativeGeneration:
         req = _as_request(request, params)
         native = self._native()
+        messages = req.chat_messages
+        if req.images:
+            assert req.prompt is not None
+            parts: tuple[ContentPart, ...] = (*(ImagePart(i) for i in req.images), TextPart(req.prompt))
+            messages = (ChatMessage("user", parts),)
+        images = [image for m in messages for image in m.images]
+        if images:
+            if "image" not in native.input_modalities:
+                raise InvalidRequestError(
+                    f"this model reads {' and '.join(native.input_modalities)} only; it cannot take images"
+                )
+            return native.start(
+                [],
+                messages_json=json.dumps([m.to_engine() for m in messages]),
+                images=[image_bytes(im, f"image {i + 1}").as_tuple() for i, im in enumerate(images)],
+                max_image_pixels=self.max_image_pixels,
+                **_sampling(req),
+            )
         if req.messages is not None:
             prompt_ids = native.chat_prompt(json.dumps([m.to_engine() for m in req.chat_messages]))
         else:
@@ -186,20 +234,7 @@ class MistralRsBackend(InferenceBackend):
             if not req.prompt:
                 raise InvalidRequestError("the prompt is empty: give at least one character of text")
             prompt_ids = native.tokenizer.tokenize(req.prompt, True)
-        return native.start(
-            prompt_ids,
-            max_tokens=req.max_tokens,
-            temperature=req.temperature,
-            top_p=req.top_p,
-            top_k=req.top_k,
-            min_p=req.min_p,
-            stop=list(req.stop),
-            seed=req.seed,
-            repetition_penalty=req.repetition_penalty,
-            presence_penalty=req.presence_penalty,
-            frequency_penalty=req.frequency_penalty,
-            logit_bias=list(req.logit_bias.items()) if req.logit_bias else [],
-        )
+        return native.start(prompt_ids, **_sampling(req))
 
     def generate_stream(self, request: RequestLike, **params: Any) -> TokenStream:
         return TokenStream(self._start(request, params))

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Sequence, Tuple, Union
 
 from .errors import InvalidRequestError
+from .media import ImageInput
 
 __all__ = [
     "ChatMessage",
@@ -14,6 +15,7 @@ __all__ = [
     "FinishReason",
     "GenerateRequest",
     "GenerateResponse",
+    "ImagePart",
     "MessageLike",
     "StreamChunk",
     "TextPart",
@@ -44,12 +46,22 @@ class TextPart:
         return {"type": "text", "text": self.text}
 
 
-# Images and audio join this union when multimodal input lands; messages already hold lists.
-ContentPart = TextPart
+@dataclass(frozen=True)
+class ImagePart:
+    """An image inside a chat message: a path, bytes, a ``data:`` or ``http(s)`` URL, a PIL
+    image or a numpy ``H x W x 3`` uint8 array. The model's chat template places it."""
+
+    image: ImageInput
+
+    def to_engine(self) -> dict[str, Any]:
+        return {"type": "image"}
+
+
+ContentPart = Union[TextPart, ImagePart]
 
 
 def _part_from(value: object) -> ContentPart:
-    if isinstance(value, TextPart):
+    if isinstance(value, (TextPart, ImagePart)):
         return value
     if isinstance(value, str):
         return TextPart(value)
@@ -57,11 +69,21 @@ def _part_from(value: object) -> ContentPart:
         kind = value.get("type", "text")
         if kind == "text" and isinstance(value.get("text"), str):
             return TextPart(value["text"])
+        if kind == "image" and value.get("image") is not None:
+            return ImagePart(value["image"])
+        if kind == "image_url":  # the OpenAI spelling: {"image_url": {"url": ...}} or {"image_url": "..."}
+            url = value.get("image_url")
+            url = url.get("url") if isinstance(url, Mapping) else url
+            if isinstance(url, str):
+                return ImagePart(url)
         raise InvalidRequestError(
-            f"unsupported content part {dict(value)!r}: this version accepts text parts "
-            '({"type": "text", "text": ...})'
+            f"unsupported content part {dict(value)!r}: give text parts "
+            '({"type": "text", "text": ...}) or image parts ({"type": "image", "image": ...} '
+            'or {"type": "image_url", "image_url": {"url": ...}})'
         )
-    raise InvalidRequestError(f"a content part must be a TextPart, a str or a dict, got {type(value).__name__}")
+    raise InvalidRequestError(
+        f"a content part must be a TextPart, an ImagePart, a str or a dict, got {type(value).__name__}"
+    )
 
 
 MessageLike = Union["ChatMessage", Mapping[str, Any]]
@@ -101,6 +123,13 @@ class ChatMessage:
             return {"role": self.role, "content": self.content}
         return {"role": self.role, "content": [p.to_engine() for p in self.content]}
 
+    @property
+    def images(self) -> Tuple[ImageInput, ...]:
+        """The images of this message's parts, in order."""
+        if isinstance(self.content, str):
+            return ()
+        return tuple(p.image for p in self.content if isinstance(p, ImagePart))
+
 
 @dataclass(frozen=True)
 class GenerateRequest:
@@ -127,6 +156,9 @@ class GenerateRequest:
     frequency_penalty: float = 0.0
     logit_bias: Optional[Mapping[int, float]] = None
     """Added to the logits of these token ids before sampling (``-inf`` bans a token)."""
+    images: Tuple[ImageInput, ...] = ()
+    """Images for a ``prompt`` request: it becomes one user chat message holding the images and
+    then the prompt text (vision models only; chat ``messages`` carry images as parts)."""
 
     @property
     def chat_messages(self) -> Tuple[ChatMessage, ...]:
@@ -138,6 +170,12 @@ class GenerateRequest:
             raise InvalidRequestError("give exactly one of prompt= or messages=")
         if self.prompt is not None and not isinstance(self.prompt, str):
             raise InvalidRequestError(f"prompt must be a str, got {type(self.prompt).__name__}")
+        images: Any = self.images
+        if images is None or isinstance(images, (str, bytes, bytearray)) or not isinstance(images, Sequence):
+            images = () if images is None else (images,)
+        object.__setattr__(self, "images", tuple(images))
+        if self.images and self.messages is not None:
+            raise InvalidRequestError("images= goes with prompt=; in chat messages give images as content parts")
         if self.messages is not None:
             if isinstance(self.messages, (str, bytes)) or not isinstance(self.messages, Sequence):
                 raise InvalidRequestError("messages must be a list of chat messages")

@@ -1,0 +1,170 @@
+//! Images from what users hand us, checked before any large allocation.
+//!
+//! Encoded images (PNG, JPEG, WebP, GIF, BMP, ...) are sniffed, their size read from the header
+//! and compared with the pixel limit before a single pixel is decoded, so a decompression bomb
+//! is an error and not an out-of-memory kill. Raw RGB buffers (numpy arrays, PIL images) are
+//! checked against their stated size.
+
+use std::io::Cursor;
+
+use image::{DynamicImage, ImageReader, Limits, RgbImage};
+
+use crate::failure::{Failure, FailureKind, Outcome};
+
+/// The default pixel limit: 64 megapixels (an 8K photo is 33).
+pub const DEFAULT_MAX_IMAGE_PIXELS: u64 = 64 * 1024 * 1024;
+
+fn invalid(message: String) -> Failure {
+    Failure::new(FailureKind::InvalidImage, message)
+}
+
+fn check_pixels(what: &str, width: u32, height: u32, max_pixels: u64) -> Outcome<()> {
+    let pixels = u64::from(width) * u64::from(height);
+    if width == 0 || height == 0 {
+        return Err(invalid(format!(
+            "{what} is empty ({width} x {height} pixels)"
+        )));
+    }
+    if pixels > max_pixels {
+        return Err(invalid(format!(
+            "{what} is {width} x {height} = {pixels} pixels, past the limit of {max_pixels} \
+             (raise max_image_pixels if you trust it, or resize it)"
+        )));
+    }
+    Ok(())
+}
+
+/// Decodes an encoded image (PNG, JPEG, WebP, GIF, BMP, ...).
+pub fn decode_image(what: &str, bytes: &[u8], max_pixels: u64) -> Outcome<DynamicImage> {
+    let reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| invalid(format!("{what} could not be read: {e}")))?;
+    let Some(format) = reader.format() else {
+        let head: Vec<String> = bytes.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        return Err(invalid(format!(
+            "{what} is not an image in a known format (PNG, JPEG, WebP, GIF, BMP, ...); \
+             its first bytes are {}",
+            if head.is_empty() {
+                "none: it is empty".to_string()
+            } else {
+                head.join(" ")
+            }
+        )));
+    };
+    let (width, height) = reader
+        .into_dimensions()
+        .map_err(|e| invalid(format!("{what} is a damaged {format:?} image: {e}")))?;
+    check_pixels(what, width, height, max_pixels)?;
+    let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
+    let mut limits = Limits::default();
+    limits.max_image_width = Some(width);
+    limits.max_image_height = Some(height);
+    // RGBA at 16 bits per channel is the most a decoder holds per pixel, plus some headroom.
+    limits.max_alloc = Some(u64::from(width) * u64::from(height) * 8 + (16 << 20));
+    reader.limits(limits);
+    reader.decode().map_err(|e| {
+        invalid(format!(
+            "{what} is a truncated or damaged {format:?} image: {e}"
+        ))
+    })
+}
+
+/// An image from raw RGB bytes, row by row (a numpy `H x W x 3` uint8 array, a PIL image).
+pub fn rgb_image(
+    what: &str,
+    bytes: Vec<u8>,
+    width: u32,
+    height: u32,
+    max_pixels: u64,
+) -> Outcome<DynamicImage> {
+    check_pixels(what, width, height, max_pixels)?;
+    let expected = u64::from(width) * u64::from(height) * 3;
+    if bytes.len() as u64 != expected {
+        return Err(invalid(format!(
+            "{what} has {} bytes, but {width} x {height} RGB pixels need {expected}",
+            bytes.len()
+        )));
+    }
+    RgbImage::from_raw(width, height, bytes)
+        .map(DynamicImage::ImageRgb8)
+        .ok_or_else(|| {
+            invalid(format!(
+                "{what}: the RGB buffer does not fit {width} x {height}"
+            ))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn png(width: u32, height: u32) -> Vec<u8> {
+        let img = RgbImage::from_fn(width, height, |x, y| image::Rgb([x as u8, y as u8, 7]));
+        let mut out = Vec::new();
+        DynamicImage::ImageRgb8(img)
+            .write_to(&mut Cursor::new(&mut out), image::ImageFormat::Png)
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn decodes_a_png_to_the_same_pixels_as_raw_rgb() {
+        let decoded = decode_image("image 1", &png(5, 3), 100).unwrap();
+        let raw = decoded.to_rgb8().into_raw();
+        let again = rgb_image("image 1", raw, 5, 3, 100).unwrap();
+        assert_eq!(decoded.to_rgb8(), again.to_rgb8());
+    }
+
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &b in bytes {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = (crc >> 1) ^ (0xEDB8_8320 & (crc & 1).wrapping_neg());
+            }
+        }
+        !crc
+    }
+
+    #[test]
+    fn refuses_a_bomb_from_its_header() {
+        // A real PNG whose header claims 50,000 x 50,000 pixels (2.5 G).
+        let mut bomb = png(1, 1);
+        bomb[16..20].copy_from_slice(&50_000u32.to_be_bytes());
+        bomb[20..24].copy_from_slice(&50_000u32.to_be_bytes());
+        let crc = crc32(&bomb[12..29]);
+        bomb[29..33].copy_from_slice(&crc.to_be_bytes());
+        let e = decode_image("image 1", &bomb, DEFAULT_MAX_IMAGE_PIXELS).unwrap_err();
+        assert_eq!(e.kind, FailureKind::InvalidImage);
+        assert!(
+            e.message.contains("50000 x 50000 = 2500000000 pixels"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn explains_truncated_and_foreign_bytes() {
+        let mut cut = png(16, 16);
+        cut.truncate(cut.len() / 2);
+        let e = decode_image("image 2", &cut, 1000).unwrap_err();
+        assert!(e.message.contains("truncated or damaged Png"), "{e}");
+        let e = decode_image("image 3", b"hello, not an image", 1000).unwrap_err();
+        assert!(e.message.contains("not an image in a known format"), "{e}");
+        assert!(e.message.contains("68 65 6c"), "{e}");
+        let e = decode_image("image 4", b"", 1000).unwrap_err();
+        assert!(e.message.contains("empty"), "{e}");
+    }
+
+    #[test]
+    fn checks_raw_buffers() {
+        let e = rgb_image("image 1", vec![0; 10], 2, 2, 100).unwrap_err();
+        assert!(
+            e.message
+                .contains("has 10 bytes, but 2 x 2 RGB pixels need 12"),
+            "{e}"
+        );
+        let e = rgb_image("image 1", vec![], 0, 2, 100).unwrap_err();
+        assert!(e.message.contains("empty"), "{e}");
+        assert!(rgb_image("image 1", vec![0; 300], 10, 10, 99).is_err());
+    }
+}

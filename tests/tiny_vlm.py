@@ -1,0 +1,219 @@
+"""Tiny random-weight vision-language models, written at test time with numpy, safetensors and
+tokenizers (no torch, no hub). Layouts and shapes: ``../shared/notes/tiny-multimodal-models.md``.
+
+The weights are random, so the text is nonsense; what tests can check is that images reach the
+model (different images, different output), that the same image in any form gives the same
+output, and the prompt arithmetic. The output head keeps only printable ASCII bytes, so the text
+is readable and never ends early.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from safetensors.numpy import save_file
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+GEMMA3_SPECIALS = [
+    "<pad>",
+    "<eos>",
+    "<bos>",
+    "<unk>",
+    "<start_of_turn>",
+    "<end_of_turn>",
+    "<start_of_image>",
+    "<end_of_image>",
+    "<image_soft_token>",
+]
+GEMMA3_IMAGE_SIZE = 64
+GEMMA3_TOKENS_PER_IMAGE = 16
+# The image processor turns <start_of_image> into "\n\n" <start_of_image>, 16 soft tokens,
+# <end_of_image> "\n\n": with one byte per newline, an image adds 16 + 2 + 4 tokens.
+GEMMA3_IMAGE_PROMPT_TOKENS = GEMMA3_TOKENS_PER_IMAGE + 2 + 4
+
+GEMMA3_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<start_of_turn>{{ 'model' if m.role == 'assistant' else m.role }}\n"
+    "{% if m.content is string %}{{ m.content }}{% else %}{% for part in m.content %}"
+    "{% if part.type == 'image' %}<start_of_image>{% elif part.type == 'text' %}{{ part.text }}{% endif %}"
+    "{% endfor %}{% endif %}<end_of_turn>\n{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
+
+
+def byte_level_tokenizer(specials: list[str]) -> Tokenizer:
+    """Special tokens first (ids 0..k-1), then the 256 byte tokens (id k + byte value), no merges."""
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet(), key=_byte_of)
+    vocab = {s: i for i, s in enumerate(specials)}
+    vocab.update({ch: len(specials) + i for i, ch in enumerate(alphabet)})
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.add_special_tokens(specials)
+    return tokenizer
+
+
+def _byte_of(ch: str) -> int:
+    """The byte a ByteLevel alphabet character stands for (GPT-2's bytes_to_unicode)."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+    printable += list(range(ord("®"), ord("ÿ") + 1))
+    if ord(ch) in printable:
+        return ord(ch)
+    others = [b for b in range(256) if b not in printable]
+    return others[ord(ch) - 256]
+
+
+class _Weights:
+    def __init__(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.tensors: dict[str, np.ndarray] = {}
+
+    def matrix(self, name: str, rows: int, cols: int) -> None:
+        self.tensors[name] = (self.rng.standard_normal((rows, cols)) / np.sqrt(cols)).astype(np.float32)
+
+    def vector(self, name: str, n: int, base: float = 0.0, scale: float = 0.1) -> None:
+        self.tensors[name] = (base + scale * self.rng.standard_normal(n)).astype(np.float32)
+
+    def array(self, name: str, shape: tuple[int, ...], fan_in: int) -> None:
+        self.tensors[name] = (self.rng.standard_normal(shape) / np.sqrt(fan_in)).astype(np.float32)
+
+
+def write_gemma3_vlm(out: Path, seed: int = 0) -> Path:
+    """A ``Gemma3ForConditionalGeneration`` folder: 2 text layers (hidden 64), a 1-layer SigLIP
+    tower (hidden 32) on 64x64 images in 8x8 patches, avg-pooled to 16 soft tokens."""
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = byte_level_tokenizer(GEMMA3_SPECIALS)
+    vocab, hidden, inter, heads, kv_heads, head_dim, layers = tokenizer.get_vocab_size(), 64, 128, 2, 1, 32, 2
+    v_hidden, v_inter, patch = 32, 64, 8
+    w = _Weights(seed)
+    lm = "language_model.model"
+    w.matrix(f"{lm}.embed_tokens.weight", vocab, hidden)
+    w.vector(f"{lm}.norm.weight", hidden)
+    for i in range(layers):
+        p = f"{lm}.layers.{i}"
+        for norm in ("input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm"):
+            w.vector(f"{p}.{norm}.weight", hidden)
+        w.vector(f"{p}.post_feedforward_layernorm.weight", hidden)
+        w.matrix(f"{p}.self_attn.q_proj.weight", heads * head_dim, hidden)
+        w.matrix(f"{p}.self_attn.k_proj.weight", kv_heads * head_dim, hidden)
+        w.matrix(f"{p}.self_attn.v_proj.weight", kv_heads * head_dim, hidden)
+        w.matrix(f"{p}.self_attn.o_proj.weight", hidden, heads * head_dim)
+        w.vector(f"{p}.self_attn.q_norm.weight", head_dim)
+        w.vector(f"{p}.self_attn.k_norm.weight", head_dim)
+        w.matrix(f"{p}.mlp.gate_proj.weight", inter, hidden)
+        w.matrix(f"{p}.mlp.up_proj.weight", inter, hidden)
+        w.matrix(f"{p}.mlp.down_proj.weight", hidden, inter)
+    w.matrix("language_model.lm_head.weight", vocab, hidden)
+    head = w.tensors["language_model.lm_head.weight"]
+    printable = np.zeros(vocab, dtype=bool)
+    printable[len(GEMMA3_SPECIALS) + ord(" ") : len(GEMMA3_SPECIALS) + ord("~") + 1] = True
+    head[~printable] = 0.0
+    w.tensors["multi_modal_projector.mm_input_projection_weight"] = (
+        w.rng.standard_normal((v_hidden, hidden)) / np.sqrt(v_hidden)
+    ).astype(np.float32)
+    w.vector("multi_modal_projector.mm_soft_emb_norm.weight", v_hidden)
+    vt = "vision_tower.vision_model"
+    w.array(f"{vt}.embeddings.patch_embedding.weight", (v_hidden, 3, patch, patch), 3 * patch * patch)
+    w.vector(f"{vt}.embeddings.patch_embedding.bias", v_hidden)
+    w.matrix(f"{vt}.embeddings.position_embedding.weight", (GEMMA3_IMAGE_SIZE // patch) ** 2, v_hidden)
+    e = f"{vt}.encoder.layers.0"
+    for norm in ("layer_norm1", "layer_norm2"):
+        w.vector(f"{e}.{norm}.weight", v_hidden, base=1.0)
+        w.vector(f"{e}.{norm}.bias", v_hidden)
+    for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
+        w.matrix(f"{e}.self_attn.{proj}.weight", v_hidden, v_hidden)
+        w.vector(f"{e}.self_attn.{proj}.bias", v_hidden)
+    w.matrix(f"{e}.mlp.fc1.weight", v_inter, v_hidden)
+    w.vector(f"{e}.mlp.fc1.bias", v_inter)
+    w.matrix(f"{e}.mlp.fc2.weight", v_hidden, v_inter)
+    w.vector(f"{e}.mlp.fc2.bias", v_hidden)
+    w.vector(f"{vt}.post_layernorm.weight", v_hidden, base=1.0)
+    w.vector(f"{vt}.post_layernorm.bias", v_hidden)
+    save_file(w.tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
+
+    ids = {s: i for i, s in enumerate(GEMMA3_SPECIALS)}
+    config = {
+        "architectures": ["Gemma3ForConditionalGeneration"],
+        "model_type": "gemma3",
+        "image_token_index": ids["<image_soft_token>"],
+        "boi_token_index": ids["<start_of_image>"],
+        "eoi_token_index": ids["<end_of_image>"],
+        "mm_tokens_per_image": GEMMA3_TOKENS_PER_IMAGE,
+        "text_config": {
+            "model_type": "gemma3_text",
+            "hidden_size": hidden,
+            "intermediate_size": inter,
+            "num_hidden_layers": layers,
+            "num_attention_heads": heads,
+            "num_key_value_heads": kv_heads,
+            "head_dim": head_dim,
+            "vocab_size": vocab,
+            "rms_norm_eps": 1e-6,
+            "rope_theta": 1_000_000.0,
+            "rope_local_base_freq": 10_000.0,
+            "sliding_window": 512,
+            "sliding_window_pattern": 6,
+            "query_pre_attn_scalar": head_dim,
+            "max_position_embeddings": 1024,
+            "hidden_activation": "gelu_pytorch_tanh",
+            "tie_word_embeddings": False,
+            "attn_logit_softcapping": None,
+            "final_logit_softcapping": None,
+        },
+        "vision_config": {
+            "model_type": "siglip_vision_model",
+            "hidden_size": v_hidden,
+            "intermediate_size": v_inter,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "num_channels": 3,
+            "image_size": GEMMA3_IMAGE_SIZE,
+            "patch_size": patch,
+            "hidden_act": "gelu_pytorch_tanh",
+            "layer_norm_eps": 1e-6,
+            "vision_use_head": False,
+        },
+        "tie_word_embeddings": False,
+        "torch_dtype": "float32",
+    }
+    (out / "config.json").write_text(json.dumps(config, indent=1))
+    (out / "generation_config.json").write_text(json.dumps({"bos_token_id": 2, "eos_token_id": [1, 5]}))
+    (out / "processor_config.json").write_text(
+        json.dumps({"image_seq_length": GEMMA3_TOKENS_PER_IMAGE, "processor_class": "Gemma3Processor"})
+    )
+    (out / "preprocessor_config.json").write_text(
+        json.dumps(
+            {
+                "image_processor_type": "Gemma3ImageProcessor",
+                "processor_class": "Gemma3Processor",
+                "do_convert_rgb": None,
+                "do_normalize": True,
+                "do_pan_and_scan": None,
+                "do_rescale": True,
+                "do_resize": True,
+                "image_mean": [0.5, 0.5, 0.5],
+                "image_std": [0.5, 0.5, 0.5],
+                "image_seq_length": GEMMA3_TOKENS_PER_IMAGE,
+                "resample": 2,
+                "rescale_factor": 1 / 255,
+                "size": {"height": GEMMA3_IMAGE_SIZE, "width": GEMMA3_IMAGE_SIZE},
+            }
+        )
+    )
+    tokenizer.save(str(out / "tokenizer.json"))
+    (out / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "add_bos_token": True,
+                "bos_token": "<bos>",
+                "eos_token": "<eos>",
+                "pad_token": "<pad>",
+                "unk_token": "<unk>",
+                "boi_token": "<start_of_image>",
+                "eoi_token": "<end_of_image>",
+                "image_token": "<image_soft_token>",
+                "chat_template": GEMMA3_CHAT_TEMPLATE,
+            }
+        )
+    )
+    return out
