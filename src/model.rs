@@ -8,9 +8,9 @@ use either::Either;
 use indexmap::IndexMap;
 use mistralrs::core::{
     AutoDeviceMapParams, DefaultSchedulerMethod, DeviceMapSetting, GGUFLoaderBuilder,
-    GGUFSpecificConfig, MistralRsBuilder, ModelDType, MultimodalLoaderBuilder,
-    MultimodalLoaderType, MultimodalSpecificConfig, NormalLoaderBuilder, NormalSpecificConfig,
-    TokenSource,
+    GGUFSpecificConfig, MistralRsBuilder, ModelCategory, ModelDType, MultimodalLoaderBuilder,
+    MultimodalLoaderType, MultimodalPromptPrefixer, MultimodalSpecificConfig, NormalLoaderBuilder,
+    NormalSpecificConfig, TokenSource,
 };
 use mistralrs::{
     parse_isq_value, Constraint, Device, MessageContent, MistralRs, NormalRequest, Request,
@@ -28,7 +28,9 @@ use crate::gguf_header::{read_gguf_header, GgufSummary};
 use crate::params::{check_context, GenerationParams};
 use crate::request::{EnginePrompt, PcaiRequest, TapEvent, TokenTap};
 use crate::runtime::runtime;
-use crate::safetensors_folder::{inspect_folder, uses_multimodal_loader, FolderModel};
+use crate::safetensors_folder::{
+    inspect_folder, uses_multimodal_loader, FolderModel, ImageGeometry,
+};
 
 /// How many sequences the engine may run in one batch.
 const MAX_NUM_SEQS: usize = 32;
@@ -96,6 +98,11 @@ pub struct LoadedModel {
     chat_template: Option<ChatTemplate>,
     /// What the model reads: `text`, and `image` for vision models.
     pub input_modalities: Vec<&'static str>,
+    /// Writes a model's image placeholders into message text, for the processors that take
+    /// only a message's text (Qwen-VL, LLaVA, ...); a no-op where the chat template places
+    /// images (Gemma 3).
+    prefixer: Option<Arc<dyn MultimodalPromptPrefixer>>,
+    image_geometry: ImageGeometry,
 }
 
 /// Checks a local GGUF path the way a user needs it explained.
@@ -275,7 +282,12 @@ fn load_folder_pipeline(
             )))
         }
     };
-    let loader = if uses_multimodal_loader(&model.architecture) {
+    let multimodal = model.takes_images || uses_multimodal_loader(&model.architecture);
+    let loader = if multimodal {
+        // Gemma 3 by name (its text-only class too); others by the engine's detection from
+        // `config.json`'s architectures.
+        let kind =
+            uses_multimodal_loader(&model.architecture).then_some(MultimodalLoaderType::Gemma3);
         MultimodalLoaderBuilder::new(
             MultimodalSpecificConfig::default(),
             None,
@@ -283,7 +295,7 @@ fn load_folder_pipeline(
             Some(dir),
             None,
         )
-        .build(Some(MultimodalLoaderType::Gemma3))
+        .build(kind)
     } else {
         NormalLoaderBuilder::new(
             NormalSpecificConfig::default(),
@@ -296,7 +308,7 @@ fn load_folder_pipeline(
         .build(None)
         .map_err(|e| load_failure(&model.dir, e))?
     };
-    let mapping = if uses_multimodal_loader(&model.architecture) {
+    let mapping = if multimodal {
         AutoDeviceMapParams::default_multimodal()
     } else {
         AutoDeviceMapParams::default_text()
@@ -371,9 +383,9 @@ impl LoadedModel {
             "the engine loaded the model after {:.2?}",
             started.elapsed()
         );
-        let (tokenizer, metadata) = {
+        let (tokenizer, metadata, category) = {
             let p = pipeline.blocking_lock();
-            (p.tokenizer(), p.get_metadata())
+            (p.tokenizer(), p.get_metadata(), p.category())
         };
         let tokenizer =
             tokenizer.ok_or_else(|| format_failure(&dir, "the engine has no tokenizer for it"))?;
@@ -400,6 +412,11 @@ impl LoadedModel {
                 vec!["text", "image"]
             } else {
                 vec!["text"]
+            },
+            image_geometry: model.image_geometry,
+            prefixer: match category {
+                ModelCategory::Multimodal { prefixer } => Some(prefixer),
+                _ => None,
             },
             architecture: Some(model.architecture),
             slots: Arc::new(tokio::sync::Semaphore::new(ENGINE_SLOTS)),
@@ -505,6 +522,8 @@ impl LoadedModel {
             slots: Arc::new(tokio::sync::Semaphore::new(ENGINE_SLOTS)),
             chat_template,
             input_modalities: vec!["text"],
+            prefixer: None,
+            image_geometry: ImageGeometry::Any,
         })
     }
 
@@ -568,13 +587,24 @@ impl LoadedModel {
                 self.input_modalities.join(" and ")
             )));
         }
+        for (i, image) in images.iter().enumerate() {
+            if let Some(why) = self.image_geometry.refuse(image.width(), image.height()) {
+                return Err(Failure::new(
+                    FailureKind::InvalidImage,
+                    format!("image {} {why}", i + 1),
+                ));
+            }
+        }
         // The prompt's length is known only once the engine has expanded the images.
         params.max_tokens = params.max_tokens.min(self.context_window);
         self.codec.check_ids(
             params.logit_bias.iter().map(|(id, _)| *id),
             "logit_bias names token id",
         )?;
-        let messages = engine_messages(messages)?;
+        let mut messages = engine_messages(messages)?;
+        if let Some(prefixer) = &self.prefixer {
+            place_images(&mut messages, prefixer.as_ref());
+        }
         self.submit(EnginePrompt::Multimodal { messages, images }, &[], params)
     }
 
@@ -719,6 +749,42 @@ fn engine_messages(value: &serde_json::Value) -> Outcome<Vec<IndexMap<String, Me
                 .collect()
         })
         .collect()
+}
+
+/// Lets the model's prefixer write image placeholders into the first text part of each
+/// message that holds images (image indices count across the whole request).
+fn place_images(
+    messages: &mut [IndexMap<String, MessageContent>],
+    prefixer: &dyn MultimodalPromptPrefixer,
+) {
+    let is_type = |part: &IndexMap<String, serde_json::Value>, kind: &str| {
+        part.get("type").and_then(|t| t.as_str()) == Some(kind)
+    };
+    let mut next_image = 0;
+    for message in messages {
+        let Some(Either::Right(parts)) = message.get_mut("content") else {
+            continue;
+        };
+        let count = parts.iter().filter(|p| is_type(p, "image")).count();
+        if count == 0 {
+            continue;
+        }
+        let indices: Vec<usize> = (next_image..next_image + count).collect();
+        next_image += count;
+        if !parts.iter().any(|p| is_type(p, "text")) {
+            let mut empty = IndexMap::new();
+            empty.insert("type".to_string(), serde_json::Value::from("text"));
+            empty.insert("text".to_string(), serde_json::Value::from(""));
+            parts.push(empty);
+        }
+        if let Some(serde_json::Value::String(text)) = parts
+            .iter_mut()
+            .find(|p| is_type(p, "text"))
+            .and_then(|p| p.get_mut("text"))
+        {
+            *text = prefixer.prefix_image(indices, text);
+        }
+    }
 }
 
 fn engine_gone() -> Failure {

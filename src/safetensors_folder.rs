@@ -23,6 +23,105 @@ pub struct FolderModel {
     pub eos_ids: Vec<u32>,
     /// The model takes images: `config.json` has a `vision_config`.
     pub takes_images: bool,
+    /// What the model's image processor can take without failing inside the engine.
+    pub image_geometry: ImageGeometry,
+}
+
+/// Image sizes a model's processor takes without failing inside the engine. mistralrs 0.8.1's
+/// Qwen-VL processor panics (and the runner dies with it) on images it resizes to a single
+/// image token or to a zero-pixel side, so we refuse those images first, with its own math.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ImageGeometry {
+    Any,
+    /// Qwen2-VL / Qwen2.5-VL `smart_resize`: sides to multiples of `factor` (patch x merge),
+    /// the pixel count kept within `min_pixels..=max_pixels`, aspect ratio at most 200.
+    QwenSmartResize {
+        factor: u64,
+        min_pixels: u64,
+        max_pixels: u64,
+    },
+}
+
+impl ImageGeometry {
+    /// From `config.json` and `preprocessor_config.json`.
+    fn of(architecture: &str, preprocessor: Option<&serde_json::Value>) -> Self {
+        let qwen = matches!(
+            architecture,
+            "Qwen2VLForConditionalGeneration" | "Qwen2_5_VLForConditionalGeneration"
+        );
+        let read = |key: &str| preprocessor.and_then(|p| p[key].as_u64());
+        match (
+            qwen,
+            read("patch_size"),
+            read("merge_size"),
+            read("min_pixels"),
+            read("max_pixels"),
+        ) {
+            (true, Some(patch), Some(merge), Some(min_pixels), Some(max_pixels)) => {
+                Self::QwenSmartResize {
+                    factor: patch * merge,
+                    min_pixels,
+                    max_pixels,
+                }
+            }
+            // Without these keys the engine's processor fails cleanly, naming the key.
+            _ => Self::Any,
+        }
+    }
+
+    /// Why the model cannot take a `width x height` image, if it cannot.
+    pub fn refuse(&self, width: u32, height: u32) -> Option<String> {
+        let Self::QwenSmartResize {
+            factor,
+            min_pixels,
+            max_pixels,
+        } = *self
+        else {
+            return None;
+        };
+        let (w, h) = (u64::from(width), u64::from(height));
+        if w < factor || h < factor {
+            return Some(format!(
+                "is {width} x {height} pixels; this model needs at least {factor} pixels on each \
+                 side (its patch geometry): enlarge the image"
+            ));
+        }
+        if w.max(h) as f64 > 200.0 * w.min(h) as f64 {
+            return Some(format!(
+                "is {width} x {height} pixels; this model takes aspect ratios up to 200:1: \
+                 crop or pad the image"
+            ));
+        }
+        let f = factor as f64;
+        let (mut hb, mut wb) = (
+            (h as f64 / f).round() as u64 * factor,
+            (w as f64 / f).round() as u64 * factor,
+        );
+        if hb * wb > max_pixels {
+            let beta = ((h * w) as f64 / max_pixels as f64).sqrt();
+            hb = (h as f64 / beta / f).floor() as u64 * factor;
+            wb = (w as f64 / beta / f).floor() as u64 * factor;
+        } else if hb * wb < min_pixels {
+            let beta = (min_pixels as f64 / (h * w) as f64).sqrt();
+            hb = (h as f64 * beta / f).ceil() as u64 * factor;
+            wb = (w as f64 * beta / f).ceil() as u64 * factor;
+        }
+        if hb == 0 || wb == 0 {
+            return Some(format!(
+                "is {width} x {height} pixels; fitted to this model's {max_pixels}-pixel budget one \
+                 side would shrink to nothing: crop it closer to square"
+            ));
+        }
+        if hb == factor && wb == factor {
+            return Some(format!(
+                "is {width} x {height} pixels, which this model resizes to one image token \
+                 ({factor} x {factor}); mistralrs 0.8.1 fails on that: give an image with a \
+                 side of at least {} pixels",
+                factor * 3 / 2
+            ));
+        }
+        None
+    }
 }
 
 /// Architectures the engine only loads through its multimodal loader, even text-only ones.
@@ -132,6 +231,8 @@ pub fn inspect_folder(dir: &Path) -> Outcome<FolderModel> {
             eos_ids.push(id);
         }
     }
+    let preprocessor = read_json(dir, "preprocessor_config.json")?;
+    let image_geometry = ImageGeometry::of(&architecture, preprocessor.as_ref());
     Ok(FolderModel {
         dir: dir.to_path_buf(),
         architecture,
@@ -141,12 +242,47 @@ pub fn inspect_folder(dir: &Path) -> Outcome<FolderModel> {
         add_bos: tok_config["add_bos_token"].as_bool().unwrap_or(false),
         eos_ids,
         takes_images: config.get("vision_config").is_some_and(|v| v.is_object()),
+        image_geometry,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn qwen_images_the_engine_would_fail_on_are_refused() {
+        let preprocessor = serde_json::json!({
+            "patch_size": 14, "merge_size": 2, "min_pixels": 784, "max_pixels": 3136
+        });
+        let g = ImageGeometry::of("Qwen2_5_VLForConditionalGeneration", Some(&preprocessor));
+        assert_eq!(
+            g,
+            ImageGeometry::QwenSmartResize {
+                factor: 28,
+                min_pixels: 784,
+                max_pixels: 3136
+            }
+        );
+        for (w, h) in [(56, 56), (56, 28), (80, 48), (84, 28), (640, 480)] {
+            assert_eq!(g.refuse(w, h), None, "{w} x {h}");
+        }
+        let why = |w, h| g.refuse(w, h).unwrap();
+        assert!(why(16, 16).contains("at least 28 pixels on each side"));
+        assert!(why(28, 28).contains("one image token"));
+        assert!(why(40, 40).contains("one image token"));
+        assert!(why(140, 28).contains("shrink to nothing"));
+        assert!(why(6000, 28).contains("aspect ratios up to 200:1"));
+        // Other models, or Qwen without the processor keys: the engine's own checks apply.
+        assert_eq!(
+            ImageGeometry::of("Gemma3ForConditionalGeneration", Some(&preprocessor)),
+            ImageGeometry::Any
+        );
+        assert_eq!(
+            ImageGeometry::of("Qwen2VLForConditionalGeneration", None),
+            ImageGeometry::Any
+        );
+    }
 
     fn folder(files: &[(&str, &str)]) -> PathBuf {
         let dir = std::env::temp_dir().join(format!(

@@ -1,4 +1,6 @@
-"""Images in requests, on a tiny random-weight Gemma 3 vision model (tests/tiny_vlm.py)."""
+"""Images in requests, on tiny random-weight vision models (tests/tiny_vlm.py): Gemma 3, whose
+chat template places images, and Qwen2.5-VL, whose processor needs placeholders in the text
+and gives size-dependent image-token counts."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from typing import Any, Iterator
 import numpy as np
 import pytest
 from PIL import Image
-from tiny_vlm import GEMMA3_IMAGE_PROMPT_TOKENS, write_gemma3_vlm
+from tiny_vlm import GEMMA3_IMAGE_PROMPT_TOKENS, qwen_image_tokens, write_gemma3_vlm, write_qwen25_vl
 
 from pcai_inference import (
     BackendType,
@@ -51,12 +53,26 @@ def png_bytes(array: np.ndarray) -> bytes:
     return out.getvalue()
 
 
-@pytest.fixture(scope="module")
-def vlm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InferenceBackend]:
+WRITERS = {"gemma3": write_gemma3_vlm, "qwen2.5-vl": write_qwen25_vl}
+
+
+@pytest.fixture(scope="module", params=sorted(WRITERS))
+def vlm(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[InferenceBackend]:
     b = BackendType.MISTRALRS.create(device="cpu")
-    b.load_model(write_gemma3_vlm(tmp_path_factory.mktemp("tiny-gemma3-vlm")))
+    b.load_model(WRITERS[request.param](tmp_path_factory.mktemp(request.param)))
+    b.family = request.param  # type: ignore[attr-defined]
     yield b
     b.unload()
+
+
+def image_tokens(backend: InferenceBackend, image: np.ndarray) -> int:
+    """The prompt tokens one image adds, from the model's processor configuration."""
+    if backend.family == "gemma3":  # type: ignore[attr-defined]
+        # 16 soft tokens (image_seq_length), <start_of_image>, <end_of_image> and the four
+        # newline bytes around them (the tokenizer is byte-level: "\n\n" is two tokens).
+        return GEMMA3_IMAGE_PROMPT_TOKENS
+    # One token per 2 x 2 patches of 14 px after the resize, and the start/end tokens.
+    return qwen_image_tokens(*image.shape[:2])
 
 
 def ask(backend: InferenceBackend, image: Any, **params: Any) -> tuple[int, ...]:
@@ -132,19 +148,17 @@ def test_different_images_give_different_output(vlm: InferenceBackend) -> None:
 
 
 def test_an_image_adds_the_tokens_the_processor_config_implies(vlm: InferenceBackend) -> None:
-    without = vlm.chat([{"role": "user", "content": QUESTION}], max_tokens=1, temperature=0.0)
-    with_one = vlm.chat(
-        [{"role": "user", "content": [{"type": "image", "image": noise()}, QUESTION]}], max_tokens=1, temperature=0.0
-    )
-    with_two = vlm.chat(
-        [{"role": "user", "content": [ImagePart(noise()), ImagePart(solid((9, 9, 9))), QUESTION]}],
-        max_tokens=1,
-        temperature=0.0,
-    )
-    # 16 soft tokens (processor_config image_seq_length), <start_of_image>, <end_of_image> and
-    # the four newline bytes around them; the tokenizer is byte-level, so "\n\n" is two tokens.
-    assert with_one.prompt_tokens - without.prompt_tokens == GEMMA3_IMAGE_PROMPT_TOKENS == 22
-    assert with_two.prompt_tokens - without.prompt_tokens == 2 * GEMMA3_IMAGE_PROMPT_TOKENS
+    def prompt_tokens(*images: np.ndarray) -> int:
+        parts = [*(ImagePart(i) for i in images), QUESTION]
+        return vlm.chat([{"role": "user", "content": parts}], max_tokens=1, temperature=0.0).prompt_tokens
+
+    without = prompt_tokens()
+    square, wide = solid((9, 9, 9), 56), noise(48, 80)
+    assert prompt_tokens(square) - without == image_tokens(vlm, square)
+    assert prompt_tokens(wide) - without == image_tokens(vlm, wide)
+    assert prompt_tokens(square, wide) - without == image_tokens(vlm, square) + image_tokens(vlm, wide)
+    expected = {"gemma3": (22, 22), "qwen2.5-vl": (6, 4)}[vlm.family]  # type: ignore[attr-defined]
+    assert (image_tokens(vlm, square), image_tokens(vlm, wide)) == expected
 
 
 def test_prompt_with_images_is_one_user_message(vlm: InferenceBackend) -> None:
@@ -205,6 +219,23 @@ def test_bad_images_are_explained(vlm: InferenceBackend, image: Any, message: st
         ask(vlm, image)
     assert isinstance(e.value, PcaiError) and isinstance(e.value, InvalidRequestError)
     assert len(ask(vlm, checkerboard())) == 12  # the backend keeps working
+
+
+def test_images_the_engine_cannot_take_are_refused_first(vlm: InferenceBackend) -> None:
+    """Qwen's processor in mistralrs 0.8.1 panics on images it would resize to one token or to
+    nothing, which would leave a dead backend: those are refused, and the backend goes on."""
+    if vlm.family != "qwen2.5-vl":  # type: ignore[attr-defined]
+        assert len(ask(vlm, solid((1, 2, 3), 1))) == 12  # Gemma 3 resizes any image to 64 x 64
+        return
+    for image, why in [
+        (solid((1, 2, 3), 16), "needs at least 28 pixels on each side"),
+        (solid((1, 2, 3), 40), "resizes to one image token"),
+        (noise(28, 140), "one side would shrink to nothing"),
+        (noise(28, 6000), "aspect ratios up to 200:1"),
+    ]:
+        with pytest.raises(InvalidImageError, match=why):
+            ask(vlm, image)
+    assert len(ask(vlm, solid((1, 2, 3), 56))) == 12
 
 
 def test_the_pixel_limit_is_configurable(vlm: InferenceBackend, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -217,3 +217,174 @@ def write_gemma3_vlm(out: Path, seed: int = 0) -> Path:
         )
     )
     return out
+
+
+QWEN_SPECIALS = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+]
+# The processor resizes to multiples of 28 (patch 14 x merge 2) with the pixel count kept
+# between these: a 56 x 56 image gives 4 image tokens, 48 x 80 gives 2.
+QWEN_MIN_PIXELS = 28 * 28
+QWEN_MAX_PIXELS = 56 * 56
+
+QWEN_CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n"
+    "{% if m.content is string %}{{ m.content }}{% else %}{% for part in m.content %}"
+    "{% if part.type == 'text' %}{{ part.text }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def _printable_head(w: _Weights, name: str, vocab: int, hidden: int, specials: int) -> None:
+    w.matrix(name, vocab, hidden)
+    keep = np.zeros(vocab, dtype=bool)
+    keep[specials + ord(" ") : specials + ord("~") + 1] = True
+    w.tensors[name][~keep] = 0.0
+
+
+def write_qwen25_vl(out: Path, seed: int = 0) -> Path:
+    """A ``Qwen2_5_VLForConditionalGeneration`` folder: 2 text layers (hidden 64, M-RoPE), a
+    2-block vision tower (hidden 32; block 1 full attention, block 0 windowed) on 14 px patches,
+    2 x 2 patches merged into one image token."""
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = byte_level_tokenizer(QWEN_SPECIALS)
+    vocab, hidden, inter, heads, kv_heads, layers = tokenizer.get_vocab_size(), 64, 128, 2, 1, 2
+    head_dim = hidden // heads
+    v_hidden, v_inter, v_heads, patch, temporal, merge = 32, 64, 2, 14, 2, 2
+    w = _Weights(seed)
+    w.matrix("model.embed_tokens.weight", vocab, hidden)
+    w.vector("model.norm.weight", hidden, base=1.0)
+    for i in range(layers):
+        p = f"model.layers.{i}"
+        w.vector(f"{p}.input_layernorm.weight", hidden, base=1.0)
+        w.vector(f"{p}.post_attention_layernorm.weight", hidden, base=1.0)
+        for proj, rows in (
+            ("q_proj", heads * head_dim),
+            ("k_proj", kv_heads * head_dim),
+            ("v_proj", kv_heads * head_dim),
+        ):
+            w.matrix(f"{p}.self_attn.{proj}.weight", rows, hidden)
+            w.vector(f"{p}.self_attn.{proj}.bias", rows)
+        w.matrix(f"{p}.self_attn.o_proj.weight", hidden, heads * head_dim)
+        w.matrix(f"{p}.mlp.gate_proj.weight", inter, hidden)
+        w.matrix(f"{p}.mlp.up_proj.weight", inter, hidden)
+        w.matrix(f"{p}.mlp.down_proj.weight", hidden, inter)
+    _printable_head(w, "lm_head.weight", vocab, hidden, len(QWEN_SPECIALS))
+    w.array("visual.patch_embed.proj.weight", (v_hidden, 3, temporal, patch, patch), 3 * temporal * patch * patch)
+    for i in range(2):
+        b = f"visual.blocks.{i}"
+        w.vector(f"{b}.norm1.weight", v_hidden, base=1.0)
+        w.vector(f"{b}.norm2.weight", v_hidden, base=1.0)
+        w.matrix(f"{b}.attn.qkv.weight", 3 * v_hidden, v_hidden)
+        w.vector(f"{b}.attn.qkv.bias", 3 * v_hidden)
+        w.matrix(f"{b}.attn.proj.weight", v_hidden, v_hidden)
+        w.vector(f"{b}.attn.proj.bias", v_hidden)
+        for proj in ("gate_proj", "up_proj"):
+            w.matrix(f"{b}.mlp.{proj}.weight", v_inter, v_hidden)
+            w.vector(f"{b}.mlp.{proj}.bias", v_inter)
+        w.matrix(f"{b}.mlp.down_proj.weight", v_hidden, v_inter)
+        w.vector(f"{b}.mlp.down_proj.bias", v_hidden)
+    merged = v_hidden * merge * merge
+    w.vector("visual.merger.ln_q.weight", v_hidden, base=1.0)
+    w.matrix("visual.merger.mlp.0.weight", merged, merged)
+    w.vector("visual.merger.mlp.0.bias", merged)
+    w.matrix("visual.merger.mlp.2.weight", hidden, merged)
+    w.vector("visual.merger.mlp.2.bias", hidden)
+    save_file(w.tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
+
+    ids = {s: i for i, s in enumerate(QWEN_SPECIALS)}
+    config = {
+        "architectures": ["Qwen2_5_VLForConditionalGeneration"],
+        "model_type": "qwen2_5_vl",
+        "vocab_size": vocab,
+        "hidden_size": hidden,
+        "intermediate_size": inter,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": kv_heads,
+        "hidden_act": "silu",
+        "max_position_embeddings": 1024,
+        "rms_norm_eps": 1e-6,
+        "tie_word_embeddings": False,
+        "rope_theta": 1_000_000.0,
+        "use_sliding_window": False,
+        "sliding_window": None,
+        "rope_scaling": {"type": "mrope", "mrope_section": [4, 6, 6]},
+        "image_token_id": ids["<|image_pad|>"],
+        "video_token_id": ids["<|video_pad|>"],
+        "vision_start_token_id": ids["<|vision_start|>"],
+        "vision_end_token_id": ids["<|vision_end|>"],
+        "bos_token_id": ids["<|endoftext|>"],
+        "eos_token_id": ids["<|im_end|>"],
+        "torch_dtype": "float32",
+        "vision_config": {
+            "depth": 2,
+            "hidden_size": v_hidden,
+            "out_hidden_size": hidden,
+            "hidden_act": "silu",
+            "intermediate_size": v_inter,
+            "num_heads": v_heads,
+            "in_chans": 3,
+            "patch_size": patch,
+            "spatial_merge_size": merge,
+            "temporal_patch_size": temporal,
+            "window_size": 112,
+            "fullatt_block_indexes": [1],
+        },
+    }
+    (out / "config.json").write_text(json.dumps(config, indent=1))
+    (out / "generation_config.json").write_text(json.dumps({"eos_token_id": [ids["<|im_end|>"]]}))
+    (out / "preprocessor_config.json").write_text(
+        json.dumps(
+            {
+                "image_processor_type": "Qwen2VLImageProcessor",
+                "processor_class": "Qwen2_5_VLProcessor",
+                "do_convert_rgb": True,
+                "do_normalize": True,
+                "do_rescale": True,
+                "do_resize": True,
+                "image_mean": [0.48145466, 0.4578275, 0.40821073],
+                "image_std": [0.26862954, 0.26130258, 0.27577711],
+                "rescale_factor": 1 / 255,
+                "min_pixels": QWEN_MIN_PIXELS,
+                "max_pixels": QWEN_MAX_PIXELS,
+                "size": {"shortest_edge": QWEN_MIN_PIXELS, "longest_edge": QWEN_MAX_PIXELS},
+                "patch_size": patch,
+                "temporal_patch_size": temporal,
+                "merge_size": merge,
+            }
+        )
+    )
+    tokenizer.save(str(out / "tokenizer.json"))
+    (out / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "add_bos_token": False,
+                "bos_token": None,
+                "eos_token": "<|im_end|>",
+                "pad_token": "<|endoftext|>",
+                "chat_template": QWEN_CHAT_TEMPLATE,
+            }
+        )
+    )
+    return out
+
+
+def qwen_image_tokens(height: int, width: int) -> int:
+    """Image tokens the Qwen2-VL processor gives an image: its ``smart_resize`` to multiples of
+    28 within the pixel bounds, one token per 2 x 2 patches, plus <|vision_start|>/<|vision_end|>."""
+    factor = 28
+    h, w = max(factor, round(height / factor) * factor), max(factor, round(width / factor) * factor)
+    if h * w > QWEN_MAX_PIXELS:
+        beta = ((height * width) / QWEN_MAX_PIXELS) ** 0.5
+        h, w = int(height / beta // factor) * factor, int(width / beta // factor) * factor
+    elif h * w < QWEN_MIN_PIXELS:
+        beta = (QWEN_MIN_PIXELS / (height * width)) ** 0.5
+        h, w = -(-int(height * beta) // factor) * factor, -(-int(width * beta) // factor) * factor
+    return (h // 14) * (w // 14) // 4 + 2
