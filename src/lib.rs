@@ -15,6 +15,7 @@ pub(crate) mod logging_bridge;
 pub mod media;
 pub mod model;
 pub mod params;
+pub mod processor_requirements;
 mod python_api;
 mod python_errors;
 pub mod quant_transcode;

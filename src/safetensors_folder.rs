@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use crate::failure::{Failure, FailureKind, Outcome};
+use crate::processor_requirements::processor_problem;
 
 /// What we read from a model folder ourselves.
 #[derive(Debug)]
@@ -231,7 +232,19 @@ pub fn inspect_folder(dir: &Path) -> Outcome<FolderModel> {
             eos_ids.push(id);
         }
     }
+    let takes_images = config.get("vision_config").is_some_and(|v| v.is_object());
     let preprocessor = read_json(dir, "preprocessor_config.json")?;
+    if takes_images {
+        let processor = read_json(dir, "processor_config.json")?;
+        let read = |name: &str| match name {
+            "preprocessor_config.json" => preprocessor.clone(),
+            "processor_config.json" => processor.clone(),
+            _ => None,
+        };
+        if let Some(why) = processor_problem(&architecture, read) {
+            return Err(format_error(dir, why));
+        }
+    }
     let image_geometry = ImageGeometry::of(&architecture, preprocessor.as_ref());
     Ok(FolderModel {
         dir: dir.to_path_buf(),
@@ -241,7 +254,7 @@ pub fn inspect_folder(dir: &Path) -> Outcome<FolderModel> {
         eos_token: token_text(&tok_config["eos_token"]),
         add_bos: tok_config["add_bos_token"].as_bool().unwrap_or(false),
         eos_ids,
-        takes_images: config.get("vision_config").is_some_and(|v| v.is_object()),
+        takes_images,
         image_geometry,
     })
 }

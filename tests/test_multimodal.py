@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import json
 import struct
 import threading
 import zlib
@@ -27,6 +28,7 @@ from pcai_inference import (
     InferenceBackend,
     InvalidImageError,
     InvalidRequestError,
+    ModelFormatError,
     PcaiError,
     TextPart,
 )
@@ -251,3 +253,17 @@ def test_a_text_model_refuses_images(backend: InferenceBackend) -> None:
         ask(backend, checkerboard())
     with pytest.raises(InvalidRequestError, match="images= goes with prompt="):
         GenerateRequest(messages=[{"role": "user", "content": "hi"}], images=[checkerboard()])
+
+
+def test_a_processor_config_that_would_crash_the_engine_is_refused_at_load(tmp_path: Path) -> None:
+    folder = write_gemma3_vlm(tmp_path / "gemma3")
+    config = json.loads((folder / "preprocessor_config.json").read_text())
+    del config["size"]
+    (folder / "preprocessor_config.json").write_text(json.dumps(config))
+    b = BackendType.MISTRALRS.create(device="cpu")
+    with pytest.raises(ModelFormatError, match=r"preprocessor_config\.json lacks `size\.height`"):
+        b.load_model(folder)
+    (folder / "preprocessor_config.json").unlink()
+    with pytest.raises(ModelFormatError, match=r"needs preprocessor_config\.json"):
+        b.load_model(folder)
+    assert not b.is_loaded
