@@ -49,6 +49,8 @@ pub struct Finished {
     /// Seconds from the first token to the end.
     pub decode_seconds: f64,
     pub total_seconds: f64,
+    /// Each generated token's log-probability, when the request asked for them.
+    pub token_logprobs: Option<Vec<f32>>,
 }
 
 /// One step of reading.
@@ -220,6 +222,7 @@ impl Generation {
             prompt_seconds: first.saturating_duration_since(self.started).as_secs_f64(),
             decode_seconds: now.saturating_duration_since(first).as_secs_f64(),
             total_seconds: now.saturating_duration_since(self.started).as_secs_f64(),
+            token_logprobs: self.tap.logprobs(self.generated.len()),
         }
     }
 }

@@ -1,4 +1,4 @@
-//! Images from what users hand us, checked before any large allocation.
+//! Images and audio from what users hand us, checked before any large allocation.
 //!
 //! Encoded images (PNG, JPEG, WebP, GIF, BMP, ...) are sniffed, their size read from the header
 //! and compared with the pixel limit before a single pixel is decoded, so a decompression bomb
@@ -8,6 +8,7 @@
 use std::io::Cursor;
 
 use image::{DynamicImage, ImageReader, Limits, RgbImage};
+use mistralrs::core::AudioInput;
 
 use crate::failure::{Failure, FailureKind, Outcome};
 
@@ -94,6 +95,66 @@ pub fn rgb_image(
         })
 }
 
+/// The longest audio we take: one hour.
+const MAX_AUDIO_SECONDS: u64 = 3600;
+
+fn invalid_audio(message: String) -> Failure {
+    Failure::invalid(message)
+}
+
+/// Decodes an encoded sound (WAV, FLAC, MP3, Ogg Vorbis, ...).
+pub fn decode_audio(what: &str, bytes: &[u8]) -> Outcome<AudioInput> {
+    if bytes.is_empty() {
+        return Err(invalid_audio(format!("{what} is empty")));
+    }
+    let audio = AudioInput::from_bytes(bytes).map_err(|e| {
+        invalid_audio(format!(
+            "{what} is not a sound in a known format (WAV, FLAC, MP3, Ogg Vorbis): {e}"
+        ))
+    })?;
+    check_audio(what, audio)
+}
+
+/// Sound from raw float samples (interleaved when there are several channels).
+pub fn raw_audio(what: &str, bytes: &[u8], sample_rate: u32, channels: u16) -> Outcome<AudioInput> {
+    if channels == 0 || !bytes.len().is_multiple_of(4 * usize::from(channels)) {
+        return Err(invalid_audio(format!(
+            "{what}: {} bytes are not whole float32 frames of {channels} channel(s)",
+            bytes.len()
+        )));
+    }
+    let samples = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    check_audio(
+        what,
+        AudioInput {
+            samples,
+            sample_rate,
+            channels,
+        },
+    )
+}
+
+fn check_audio(what: &str, audio: AudioInput) -> Outcome<AudioInput> {
+    let frames = audio.samples.len() as u64 / u64::from(audio.channels.max(1));
+    if audio.sample_rate == 0 || frames == 0 {
+        return Err(invalid_audio(format!("{what} holds no sound")));
+    }
+    if frames > MAX_AUDIO_SECONDS * u64::from(audio.sample_rate) {
+        return Err(invalid_audio(format!(
+            "{what} is longer than {MAX_AUDIO_SECONDS} seconds: cut it into pieces"
+        )));
+    }
+    if audio.samples.iter().any(|s| !s.is_finite()) {
+        return Err(invalid_audio(format!(
+            "{what} has samples that are not finite numbers"
+        )));
+    }
+    Ok(audio)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,6 +214,30 @@ mod tests {
         assert!(e.message.contains("68 65 6c"), "{e}");
         let e = decode_image("image 4", b"", 1000).unwrap_err();
         assert!(e.message.contains("empty"), "{e}");
+    }
+
+    #[test]
+    fn checks_audio() {
+        let tone: Vec<u8> = (0..1600)
+            .flat_map(|i| ((i as f32 * 0.1).sin() * 0.5).to_le_bytes())
+            .collect();
+        let a = raw_audio("audio 1", &tone, 16_000, 1).unwrap();
+        assert_eq!((a.samples.len(), a.sample_rate), (1600, 16_000));
+        assert!(raw_audio("audio 1", &tone[..7], 16_000, 1)
+            .unwrap_err()
+            .message
+            .contains("float32 frames"));
+        assert!(raw_audio("audio 1", &[], 16_000, 1)
+            .unwrap_err()
+            .message
+            .contains("no sound"));
+        let nan = f32::NAN.to_le_bytes();
+        assert!(raw_audio("audio 1", &nan, 16_000, 1)
+            .unwrap_err()
+            .message
+            .contains("finite"));
+        let e = decode_audio("audio 2", b"not a sound at all, just text").unwrap_err();
+        assert!(e.message.contains("not a sound in a known format"), "{e}");
     }
 
     #[test]

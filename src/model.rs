@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use either::Either;
 use indexmap::IndexMap;
+use mistralrs::core::AudioInput;
 use mistralrs::core::{
     AutoDeviceMapParams, DefaultSchedulerMethod, DeviceMapSetting, GGUFLoaderBuilder,
     GGUFSpecificConfig, MistralRsBuilder, ModelCategory, ModelDType, MultimodalLoaderBuilder,
@@ -96,7 +97,7 @@ pub struct LoadedModel {
     /// Admission to the engine; see `ENGINE_SLOTS`.
     slots: Arc<tokio::sync::Semaphore>,
     chat_template: Option<ChatTemplate>,
-    /// What the model reads: `text`, and `image` for vision models.
+    /// What the model reads: `text`, and `image` / `audio` for models that take them.
     pub input_modalities: Vec<&'static str>,
     /// Writes a model's image placeholders into message text, for the processors that take
     /// only a message's text (Qwen-VL, LLaVA, ...); a no-op where the chat template places
@@ -238,17 +239,17 @@ fn load_converted_gguf(
 
 /// The engine's scheduler and request loop around a loaded pipeline.
 ///
-/// For models that take images the prefix cache stays off: on a cache hit mistralrs 0.8.1
-/// hands logits processors a shortened context for image prompts (the output was right, the
-/// token count we read from it was not), and image prompts rarely share long prefixes anyway.
-fn start_runner(pipeline: EnginePipeline, takes_images: bool) -> Arc<MistralRs> {
+/// For models that take images or audio the prefix cache stays off: on a cache hit mistralrs
+/// 0.8.1 hands logits processors a shortened context for media prompts (the output was right,
+/// the token count we read from it was not), and such prompts rarely share long prefixes.
+fn start_runner(pipeline: EnginePipeline, takes_media: bool) -> Arc<MistralRs> {
     let scheduler = SchedulerConfig::DefaultScheduler {
         method: DefaultSchedulerMethod::Fixed(NonZeroUsize::new(MAX_NUM_SEQS).expect("non-zero")),
     };
     runtime().block_on(
         MistralRsBuilder::new(pipeline, scheduler, false, None)
             .with_no_kv_cache(false)
-            .with_no_prefix_cache(takes_images)
+            .with_no_prefix_cache(takes_media)
             .with_prefix_cache_n(16)
             .build(),
     )
@@ -282,7 +283,8 @@ fn load_folder_pipeline(
             )))
         }
     };
-    let multimodal = model.takes_images || uses_multimodal_loader(&model.architecture);
+    let multimodal =
+        model.takes_images || model.takes_audio || uses_multimodal_loader(&model.architecture);
     let loader = if multimodal {
         // Gemma 3 by name (its text-only class too); others by the engine's detection from
         // `config.json`'s architectures.
@@ -402,17 +404,16 @@ impl LoadedModel {
         }
         let context_window = context_window(options.max_context, metadata.max_seq_len);
         Ok(Self {
-            runner: start_runner(pipeline, model.takes_images),
+            runner: start_runner(pipeline, model.takes_images || model.takes_audio),
             codec: Codec::new(tokenizer, bos),
             eog_ids,
             context_window,
             device: device_name,
             model_path: dir,
-            input_modalities: if model.takes_images {
-                vec!["text", "image"]
-            } else {
-                vec!["text"]
-            },
+            input_modalities: std::iter::once("text")
+                .chain(model.takes_images.then_some("image"))
+                .chain(model.takes_audio.then_some("audio"))
+                .collect(),
             image_geometry: model.image_geometry,
             prefixer: match category {
                 ModelCategory::Multimodal { prefixer } => Some(prefixer),
@@ -578,14 +579,17 @@ impl LoadedModel {
         &self,
         messages: &serde_json::Value,
         images: Vec<image::DynamicImage>,
+        audios: Vec<AudioInput>,
         mut params: GenerationParams,
     ) -> Outcome<Generation> {
         params.validate().map_err(Failure::invalid)?;
-        if !images.is_empty() && !self.input_modalities.contains(&"image") {
-            return Err(Failure::invalid(format!(
-                "this model takes {} only, not images",
-                self.input_modalities.join(" and ")
-            )));
+        for (given, kind) in [(!images.is_empty(), "image"), (!audios.is_empty(), "audio")] {
+            if given && !self.input_modalities.contains(&kind) {
+                return Err(Failure::invalid(format!(
+                    "this model reads {} only; it cannot take {kind}",
+                    self.input_modalities.join(" and ")
+                )));
+            }
         }
         for (i, image) in images.iter().enumerate() {
             if let Some(why) = self.image_geometry.refuse(image.width(), image.height()) {
@@ -603,9 +607,14 @@ impl LoadedModel {
         )?;
         let mut messages = engine_messages(messages)?;
         if let Some(prefixer) = &self.prefixer {
-            place_images(&mut messages, prefixer.as_ref());
+            place_media(&mut messages, prefixer.as_ref());
         }
-        self.submit(EnginePrompt::Multimodal { messages, images }, &[], params)
+        let prompt = EnginePrompt::Multimodal {
+            messages,
+            images,
+            audios,
+        };
+        self.submit(prompt, &[], params)
     }
 
     /// Hands a request to the engine; `prompt_ids` are the prompt's ids where we know them.
@@ -751,26 +760,31 @@ fn engine_messages(value: &serde_json::Value) -> Outcome<Vec<IndexMap<String, Me
         .collect()
 }
 
-/// Lets the model's prefixer write image placeholders into the first text part of each
-/// message that holds images (image indices count across the whole request).
-fn place_images(
+/// Lets the model's prefixer write image and audio placeholders into the first text part of
+/// each message that holds media (indices count across the whole request, per kind).
+fn place_media(
     messages: &mut [IndexMap<String, MessageContent>],
     prefixer: &dyn MultimodalPromptPrefixer,
 ) {
     let is_type = |part: &IndexMap<String, serde_json::Value>, kind: &str| {
         part.get("type").and_then(|t| t.as_str()) == Some(kind)
     };
-    let mut next_image = 0;
+    let (mut next_image, mut next_audio) = (0, 0);
     for message in messages {
         let Some(Either::Right(parts)) = message.get_mut("content") else {
             continue;
         };
-        let count = parts.iter().filter(|p| is_type(p, "image")).count();
-        if count == 0 {
+        let take = |next: &mut usize, kind: &str| {
+            let count = parts.iter().filter(|p| is_type(p, kind)).count();
+            let indices: Vec<usize> = (*next..*next + count).collect();
+            *next += count;
+            indices
+        };
+        let images = take(&mut next_image, "image");
+        let audios = take(&mut next_audio, "audio");
+        if images.is_empty() && audios.is_empty() {
             continue;
         }
-        let indices: Vec<usize> = (next_image..next_image + count).collect();
-        next_image += count;
         if !parts.iter().any(|p| is_type(p, "text")) {
             let mut empty = IndexMap::new();
             empty.insert("type".to_string(), serde_json::Value::from("text"));
@@ -782,7 +796,12 @@ fn place_images(
             .find(|p| is_type(p, "text"))
             .and_then(|p| p.get_mut("text"))
         {
-            *text = prefixer.prefix_image(indices, text);
+            if !images.is_empty() {
+                *text = prefixer.prefix_image(images, text);
+            }
+            if !audios.is_empty() {
+                *text = prefixer.prefix_audio(audios, text);
+            }
         }
     }
 }

@@ -23,6 +23,8 @@ pub struct GenerationParams {
     pub frequency_penalty: f32,
     /// Added to the logits of these token ids before sampling (llama.cpp / OpenAI `logit_bias`).
     pub logit_bias: Vec<(u32, f32)>,
+    /// Report each generated token's log-probability under the model (before sampling filters).
+    pub logprobs: bool,
 }
 
 impl Default for GenerationParams {
@@ -39,6 +41,7 @@ impl Default for GenerationParams {
             presence_penalty: 0.0,
             frequency_penalty: 0.0,
             logit_bias: Vec::new(),
+            logprobs: false,
         }
     }
 }

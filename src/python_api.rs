@@ -83,6 +83,7 @@ fn finished_dict<'py>(py: Python<'py>, f: &Finished) -> PyResult<Bound<'py, PyDi
     d.set_item("prompt_seconds", f.prompt_seconds)?;
     d.set_item("decode_seconds", f.decode_seconds)?;
     d.set_item("total_seconds", f.total_seconds)?;
+    d.set_item("token_logprobs", f.token_logprobs.clone())?;
     Ok(d)
 }
 
@@ -188,10 +189,12 @@ impl NativeModel {
 
     /// Starts a generation and returns its reader at once. The prompt is `prompt_ids`, or, with
     /// `messages_json`, chat messages whose image parts take `images` in order: each
-    /// `(bytes, width, height)`, raw RGB rows when `width` is set, else an encoded image.
+    /// `(bytes, width, height)`, raw RGB rows when `width` is set, else an encoded image; and
+    /// whose audio parts take `audios`: `(bytes, sample_rate, channels)`, float32 samples when
+    /// `sample_rate` is set, else an encoded sound.
     #[pyo3(signature = (prompt_ids, *, max_tokens, temperature, top_p, top_k, min_p, stop, seed,
                         repetition_penalty, presence_penalty, frequency_penalty, logit_bias,
-                        messages_json = None, images = Vec::new(),
+                        logprobs = false, messages_json = None, images = Vec::new(), audios = Vec::new(),
                         max_image_pixels = crate::media::DEFAULT_MAX_IMAGE_PIXELS))]
     #[allow(clippy::too_many_arguments)]
     fn start(
@@ -209,8 +212,10 @@ impl NativeModel {
         presence_penalty: f32,
         frequency_penalty: f32,
         logit_bias: Vec<(u32, f32)>,
+        logprobs: bool,
         messages_json: Option<String>,
         images: Vec<(Vec<u8>, u32, u32)>,
+        audios: Vec<(Vec<u8>, u32, u16)>,
         max_image_pixels: u64,
     ) -> PyResult<NativeGeneration> {
         let model = self.get()?;
@@ -227,6 +232,7 @@ impl NativeModel {
             presence_penalty,
             frequency_penalty,
             logit_bias,
+            logprobs,
         };
         let generation = py
             .detach(|| match messages_json {
@@ -253,7 +259,19 @@ impl NativeModel {
                             }
                         })
                         .collect::<Outcome<Vec<_>>>()?;
-                    model.start_multimodal(&messages, images, params)
+                    let audios = audios
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, (bytes, sample_rate, channels))| {
+                            let what = format!("audio {}", i + 1);
+                            if sample_rate == 0 {
+                                crate::media::decode_audio(&what, &bytes)
+                            } else {
+                                crate::media::raw_audio(&what, &bytes, sample_rate, channels)
+                            }
+                        })
+                        .collect::<Outcome<Vec<_>>>()?;
+                    model.start_multimodal(&messages, images, audios, params)
                 }
             })
             .py()?;

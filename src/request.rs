@@ -8,7 +8,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Instant;
 
 use indexmap::IndexMap;
@@ -47,6 +47,8 @@ pub struct TokenTap {
     first_token_at: OnceLock<Instant>,
     events: Sender<TapEvent>,
     logit_bias: Vec<(u32, f32)>,
+    /// Log-probabilities of the chosen tokens, when asked for.
+    logprobs: Option<Mutex<Vec<f32>>>,
 }
 
 impl TokenTap {
@@ -75,6 +77,7 @@ impl TokenTap {
             first_token_at: OnceLock::new(),
             events,
             logit_bias: params.logit_bias.clone(),
+            logprobs: params.logprobs.then(|| Mutex::new(Vec::new())),
         }
     }
 
@@ -85,6 +88,13 @@ impl TokenTap {
 
     pub fn stop_requested(&self) -> bool {
         self.stop_requested.load(Ordering::Acquire)
+    }
+
+    /// The log-probabilities of the first `n` chosen tokens, when they were asked for.
+    pub fn logprobs(&self, n: usize) -> Option<Vec<f32>> {
+        let recorded = self.logprobs.as_ref()?;
+        let recorded = recorded.lock().unwrap_or_else(PoisonError::into_inner);
+        Some(recorded.iter().take(n).copied().collect())
     }
 
     /// The prompt's length in tokens, once known.
@@ -120,6 +130,13 @@ impl CustomLogitsProcessor for TokenTap {
         if token as usize >= n {
             token = self.stop_token.min(n as u32 - 1);
         }
+        if let Some(recorded) = &self.logprobs {
+            let logprob = log_softmax_at(&values, token as usize);
+            recorded
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(logprob);
+        }
         let _ = self.first_token_at.set(Instant::now());
         // A reader that went away has nothing to receive; the sequence ends at the next step.
         if self.events.send(TapEvent::Token(token)).is_err() {
@@ -138,7 +155,15 @@ pub enum EnginePrompt {
     Multimodal {
         messages: Vec<IndexMap<String, MessageContent>>,
         images: Vec<image::DynamicImage>,
+        audios: Vec<mistralrs::core::AudioInput>,
     },
+}
+
+/// `log(softmax(logits))[index]`, computed stably.
+fn log_softmax_at(logits: &[f32], index: usize) -> f32 {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = logits.iter().map(|&v| f64::from(v - max).exp()).sum();
+    (f64::from(logits[index] - max) - sum.ln()) as f32
 }
 
 /// A text-generation request in the form the engine takes (`RequestLike`).
@@ -195,9 +220,13 @@ impl RequestLike for PcaiRequest {
     fn take_messages(&mut self) -> RequestMessage {
         match std::mem::replace(&mut self.prompt, EnginePrompt::Tokens(Vec::new())) {
             EnginePrompt::Tokens(ids) => RequestMessage::CompletionTokens(ids),
-            EnginePrompt::Multimodal { messages, images } => RequestMessage::MultimodalChat {
+            EnginePrompt::Multimodal {
+                messages,
                 images,
-                audios: Vec::new(),
+                audios,
+            } => RequestMessage::MultimodalChat {
+                images,
+                audios,
                 videos: Vec::new(),
                 messages,
                 enable_thinking: None,
@@ -235,6 +264,14 @@ impl RequestLike for PcaiRequest {
 mod tests {
     use super::*;
     use std::sync::mpsc::channel;
+
+    #[test]
+    fn log_softmax_at_is_the_log_of_the_probability() {
+        let logits = [0.0f32, 3f32.ln(), f32::NEG_INFINITY];
+        assert!((log_softmax_at(&logits, 1) - 0.75f32.ln()).abs() < 1e-6);
+        assert!((log_softmax_at(&logits, 0) - 0.25f32.ln()).abs() < 1e-6);
+        assert_eq!(log_softmax_at(&logits, 2), f32::NEG_INFINITY);
+    }
 
     fn tap(
         params: &GenerationParams,

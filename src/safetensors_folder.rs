@@ -24,6 +24,8 @@ pub struct FolderModel {
     pub eos_ids: Vec<u32>,
     /// The model takes images: `config.json` has a `vision_config`.
     pub takes_images: bool,
+    /// The model takes audio (Voxtral: a Mistral-native `params.json` with an audio encoder).
+    pub takes_audio: bool,
     /// What the model's image processor can take without failing inside the engine.
     pub image_geometry: ImageGeometry,
 }
@@ -125,6 +127,9 @@ impl ImageGeometry {
     }
 }
 
+/// The architecture name we give Mistral-native Voxtral folders (`params.json`, no `architectures`).
+pub const VOXTRAL: &str = "Voxtral";
+
 /// Architectures the engine only loads through its multimodal loader, even text-only ones.
 pub fn uses_multimodal_loader(architecture: &str) -> bool {
     matches!(
@@ -182,13 +187,19 @@ pub fn inspect_folder(dir: &Path) -> Outcome<FolderModel> {
             format!("no model folder at {}; check the path", dir.display()),
         ));
     }
-    let config = read_json(dir, "config.json")?.ok_or_else(|| {
-        format_error(
-            dir,
-            "the folder holds no model: a Hugging Face SafeTensors folder needs config.json \
-             (with *.safetensors and tokenizer.json), and it holds no .gguf model file either",
-        )
-    })?;
+    // Mistral-native folders (Voxtral) describe the model in params.json instead.
+    let params = read_json(dir, "params.json")?
+        .filter(|p| p["multimodal"]["whisper_model_args"].is_object());
+    let config =
+        match (read_json(dir, "config.json")?, &params) {
+            (Some(config), _) => config,
+            (None, Some(_)) => serde_json::json!({"architectures": [VOXTRAL]}),
+            (None, None) => return Err(format_error(
+                dir,
+                "the folder holds no model: a Hugging Face SafeTensors folder needs config.json \
+                 (with *.safetensors and tokenizer.json), and it holds no .gguf model file either",
+            )),
+        };
     let architecture = config["architectures"]
         .get(0)
         .and_then(Value::as_str)
@@ -246,6 +257,7 @@ pub fn inspect_folder(dir: &Path) -> Outcome<FolderModel> {
         }
     }
     let image_geometry = ImageGeometry::of(&architecture, preprocessor.as_ref());
+    let takes_audio = architecture == VOXTRAL;
     Ok(FolderModel {
         dir: dir.to_path_buf(),
         architecture,
@@ -255,6 +267,7 @@ pub fn inspect_folder(dir: &Path) -> Outcome<FolderModel> {
         add_bos: tok_config["add_bos_token"].as_bool().unwrap_or(false),
         eos_ids,
         takes_images,
+        takes_audio,
         image_geometry,
     })
 }

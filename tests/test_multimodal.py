@@ -212,7 +212,7 @@ def png_bomb(width: int, height: int) -> bytes:
         (np.zeros((8, 8, 2), dtype=np.uint8), r"must be H x W x 3"),
         (np.zeros((0, 8, 3), dtype=np.uint8), r"empty"),
         ("data:image/png;base64,@@@", r"base64 is damaged"),
-        ("/no/such/picture.png", r"no image file at /no/such/picture\.png"),
+        ("/no/such/picture.png", r"no file at /no/such/picture\.png"),
         (12345, r"is a int; give a path, bytes"),
     ],
 )

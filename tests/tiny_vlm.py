@@ -388,3 +388,109 @@ def qwen_image_tokens(height: int, width: int) -> int:
         beta = (QWEN_MIN_PIXELS / (height * width)) ** 0.5
         h, w = -(-int(height * beta) // factor) * factor, -(-int(width * beta) // factor) * factor
     return (h // 14) * (w // 14) // 4 + 2
+
+
+VOXTRAL_SPECIALS = ["<unk>", "<s>", "</s>", *(f"<SPECIAL_{i}>" for i in range(3, 32)), "[STREAMING_PAD]"]
+VOXTRAL_SAMPLE_RATE = 16_000
+VOXTRAL_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}{% if m.role == 'user' %}[INST]"
+    "{% if m.content is string %}{{ m.content }}{% else %}{% for part in m.content %}"
+    "{% if part.type == 'text' %}{{ part.text }}{% endif %}{% endfor %}{% endif %}[/INST]"
+    "{% else %}{{ m.content }}</s>{% endif %}{% endfor %}"
+)
+
+
+def write_voxtral(out: Path, seed: int = 0) -> Path:
+    """A Mistral-native Voxtral (realtime) folder: ``params.json`` and
+    ``consolidated.safetensors``; a 1-layer Whisper-style encoder (dim 32, 128 mel bins at
+    16 kHz) whose frames, 4 at a time, are projected into a 2-layer decoder (dim 64)."""
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = byte_level_tokenizer(VOXTRAL_SPECIALS)
+    vocab, dim, hidden, heads, kv_heads, head_dim, layers = tokenizer.get_vocab_size(), 64, 128, 2, 1, 32, 2
+    e_dim, e_hidden, e_heads, e_head_dim, mels, down = 32, 64, 2, 16, 128, 4
+    w = _Weights(seed)
+    mm = "mm_streams_embeddings.embedding_module"
+    w.matrix(f"{mm}.tok_embeddings.weight", vocab, dim)
+    enc = f"{mm}.whisper_encoder"
+    w.array(f"{enc}.conv_layers.0.conv.weight", (e_dim, mels, 3), mels * 3)
+    w.vector(f"{enc}.conv_layers.0.conv.bias", e_dim)
+    w.array(f"{enc}.conv_layers.1.conv.weight", (e_dim, e_dim, 3), e_dim * 3)
+    w.vector(f"{enc}.conv_layers.1.conv.bias", e_dim)
+    el = f"{enc}.transformer.layers.0"
+    for proj in ("wq", "wk", "wv", "wo"):
+        w.matrix(f"{el}.attention.{proj}.weight", e_dim, e_dim)
+        if proj != "wk":
+            w.vector(f"{el}.attention.{proj}.bias", e_dim)
+    w.matrix(f"{el}.feed_forward.w1.weight", e_hidden, e_dim)
+    w.matrix(f"{el}.feed_forward.w2.weight", e_dim, e_hidden)
+    w.vector(f"{el}.feed_forward.w2.bias", e_dim)
+    w.matrix(f"{el}.feed_forward.w3.weight", e_hidden, e_dim)
+    w.vector(f"{el}.attention_norm.weight", e_dim, base=1.0)
+    w.vector(f"{el}.ffn_norm.weight", e_dim, base=1.0)
+    w.vector(f"{enc}.transformer.norm.weight", e_dim, base=1.0)
+    w.matrix(f"{mm}.audio_language_projection.0.weight", dim, e_dim * down)
+    w.matrix(f"{mm}.audio_language_projection.2.weight", dim, dim)
+    # Louder audio features, so that they outweigh the padding token's embedding.
+    w.tensors[f"{mm}.audio_language_projection.2.weight"] *= 4
+    for i in range(layers):
+        p = f"layers.{i}"
+        w.matrix(f"{p}.attention.wq.weight", heads * head_dim, dim)
+        w.matrix(f"{p}.attention.wk.weight", kv_heads * head_dim, dim)
+        w.matrix(f"{p}.attention.wv.weight", kv_heads * head_dim, dim)
+        w.matrix(f"{p}.attention.wo.weight", dim, heads * head_dim)
+        w.matrix(f"{p}.feed_forward.w1.weight", hidden, dim)
+        w.matrix(f"{p}.feed_forward.w2.weight", dim, hidden)
+        w.matrix(f"{p}.feed_forward.w3.weight", hidden, dim)
+        w.vector(f"{p}.attention_norm.weight", dim, base=1.0)
+        w.vector(f"{p}.ffn_norm.weight", dim, base=1.0)
+    w.vector("norm.weight", dim, base=1.0)
+    _printable_head(w, "output.weight", vocab, dim, len(VOXTRAL_SPECIALS))
+    save_file(w.tensors, str(out / "consolidated.safetensors"), metadata={"format": "pt"})
+    params = {
+        "dim": dim,
+        "n_layers": layers,
+        "head_dim": head_dim,
+        "hidden_dim": hidden,
+        "n_heads": heads,
+        "n_kv_heads": kv_heads,
+        "use_biases": False,
+        "rope_theta": 1_000_000.0,
+        "norm_eps": 1e-5,
+        "vocab_size": vocab,
+        "tied_embeddings": False,
+        "sliding_window": None,
+        "model_max_length": 1024,
+        "ada_rms_norm_t_cond": False,
+        "multimodal": {
+            "whisper_model_args": {
+                "encoder_args": {
+                    "audio_encoding_args": {
+                        "sampling_rate": VOXTRAL_SAMPLE_RATE,
+                        "frame_rate": 12.5,
+                        "num_mel_bins": mels,
+                        "hop_length": 160,
+                        "window_size": 400,
+                        "global_log_mel_max": 1.5,
+                    },
+                    "dim": e_dim,
+                    "n_layers": 1,
+                    "head_dim": e_head_dim,
+                    "hidden_dim": e_hidden,
+                    "n_heads": e_heads,
+                    "n_kv_heads": e_heads,
+                    "use_biases": True,
+                    "causal": True,
+                    "rope_theta": 1_000_000.0,
+                    "norm_eps": 1e-5,
+                    "sliding_window": None,
+                },
+                "downsample_args": {"downsample_factor": down},
+            }
+        },
+    }
+    (out / "params.json").write_text(json.dumps(params, indent=1))
+    tokenizer.save(str(out / "tokenizer.json"))
+    (out / "tokenizer_config.json").write_text(
+        json.dumps({"bos_token": "<s>", "eos_token": "</s>", "chat_template": VOXTRAL_CHAT_TEMPLATE})
+    )
+    return out

@@ -36,6 +36,7 @@ from .mistralrs_backend import MistralRsBackend  # noqa: E402
 from .streaming import AsyncTokenStream, TokenStream  # noqa: E402
 from .tokenizer import Tokenizer  # noqa: E402
 from .types import (  # noqa: E402
+    AudioPart,
     ChatMessage,
     ContentPart,
     FinishReason,
@@ -51,6 +52,7 @@ __version__: str = _core.__version__
 
 __all__ = [
     "AsyncTokenStream",
+    "AudioPart",
     "BackendType",
     "ChatMessage",
     "ContentPart",

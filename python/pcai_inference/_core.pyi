@@ -58,8 +58,10 @@ class NativeModel:
         presence_penalty: float,
         frequency_penalty: float,
         logit_bias: list[tuple[int, float]],
+        logprobs: bool = False,
         messages_json: Optional[str] = None,
         images: list[tuple[bytes, int, int]] = ...,
+        audios: list[tuple[bytes, int, int]] = ...,
         max_image_pixels: int = ...,
     ) -> NativeGeneration: ...
     def unload(self) -> None: ...

@@ -12,7 +12,7 @@ from . import _core
 from .backend import InferenceBackend, RequestLike
 from .errors import InvalidRequestError, ModelNotFoundError, ModelNotLoadedError
 from .hub_settings import ProgressCallback
-from .media import image_bytes
+from .media import audio_bytes, image_bytes
 from .model_source import ModelFormat, locate_model, locate_tokenizer
 from .streaming import AsyncTokenStream, TokenStream
 from .tokenizer import Tokenizer
@@ -53,6 +53,7 @@ def _sampling(req: GenerateRequest) -> dict[str, Any]:
         presence_penalty=req.presence_penalty,
         frequency_penalty=req.frequency_penalty,
         logit_bias=list(req.logit_bias.items()) if req.logit_bias else [],
+        logprobs=req.logprobs,
     )
 
 
@@ -203,7 +204,8 @@ class MistralRsBackend(InferenceBackend):
 
     @property
     def capabilities(self) -> frozenset[str]:
-        """What the loaded model reads: ``{"text"}``, or ``{"text", "image"}`` for vision models."""
+        """What the loaded model reads: ``{"text"}``, plus ``"image"`` and ``"audio"`` for models
+        that take them."""
         return frozenset(self._native().input_modalities)
 
     def _start(self, request: RequestLike, params: dict[str, Any]) -> _core.NativeGeneration:
@@ -215,15 +217,18 @@ class MistralRsBackend(InferenceBackend):
             parts: tuple[ContentPart, ...] = (*(ImagePart(i) for i in req.images), TextPart(req.prompt))
             messages = (ChatMessage("user", parts),)
         images = [image for m in messages for image in m.images]
-        if images:
-            if "image" not in native.input_modalities:
-                raise InvalidRequestError(
-                    f"this model reads {' and '.join(native.input_modalities)} only; it cannot take images"
-                )
+        audios = [audio for m in messages for audio in m.audios]
+        if images or audios:
+            for given, kind in ((images, "image"), (audios, "audio")):
+                if given and kind not in native.input_modalities:
+                    raise InvalidRequestError(
+                        f"this model reads {' and '.join(native.input_modalities)} only; it cannot take {kind}"
+                    )
             return native.start(
                 [],
                 messages_json=json.dumps([m.to_engine() for m in messages]),
                 images=[image_bytes(im, f"image {i + 1}").as_tuple() for i, im in enumerate(images)],
+                audios=[audio_bytes(a.audio, a.sample_rate, f"audio {i + 1}").as_tuple() for i, a in enumerate(audios)],
                 max_image_pixels=self.max_image_pixels,
                 **_sampling(req),
             )

@@ -57,7 +57,7 @@ def _local(path: Path, filename: Optional[str]) -> LocatedModel:
         if not chosen.is_file():
             raise ModelNotFoundError(f"no file {filename!r} in {path}")
         return LocatedModel(chosen, ModelFormat.GGUF)
-    if (path / "config.json").is_file():
+    if (path / "config.json").is_file() or (path / "params.json").is_file():  # params.json: Mistral-native
         return LocatedModel(path, ModelFormat.SAFETENSORS)
     ggufs = sorted(p.name for p in path.glob("*.gguf"))
     if ggufs:
@@ -82,7 +82,8 @@ def _from_hub(
         (path,) = download(repo, revision, [filename], settings, on_progress)
         return LocatedModel(path, ModelFormat.GGUF)
     top_level = [f for f in files if "/" not in f]
-    if "config.json" in top_level and any(f.endswith(".safetensors") for f in top_level):
+    described = "config.json" in top_level or "params.json" in top_level
+    if described and any(f.endswith(".safetensors") for f in top_level):
         wanted = [f for f in top_level if f.endswith(_FOLDER_SUFFIXES)]
         paths = download(repo, revision, wanted, settings, on_progress)
         return LocatedModel(paths[0].parent, ModelFormat.SAFETENSORS)

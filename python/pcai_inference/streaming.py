@@ -59,6 +59,7 @@ def _chunk(text: str, figures: Optional[dict[str, Any]]) -> StreamChunk:
         prompt_tokens=int(figures["prompt_tokens"]),
         timings=_timings(figures),
         token_ids=tuple(figures["token_ids"]),
+        token_logprobs=None if figures["token_logprobs"] is None else tuple(figures["token_logprobs"]),
     )
 
 
@@ -176,6 +177,7 @@ def _response(parts: list[str], last: StreamChunk) -> GenerateResponse:
         finish_reason=last.finish_reason,
         timings=last.timings,
         token_ids=last.token_ids or (),
+        token_logprobs=last.token_logprobs,
     )
 
 

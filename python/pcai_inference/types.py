@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Sequence, Tuple, Union
 
 from .errors import InvalidRequestError
-from .media import ImageInput
+from .media import AudioInput, ImageInput
 
 __all__ = [
+    "AudioPart",
     "ChatMessage",
     "ContentPart",
     "FinishReason",
@@ -57,11 +58,23 @@ class ImagePart:
         return {"type": "image"}
 
 
-ContentPart = Union[TextPart, ImagePart]
+@dataclass(frozen=True)
+class AudioPart:
+    """A sound inside a chat message: a path, encoded bytes (WAV, FLAC, MP3, Ogg), a ``data:``
+    or ``http(s)`` URL, or float samples (a numpy array) with their ``sample_rate``."""
+
+    audio: AudioInput
+    sample_rate: Optional[int] = None
+
+    def to_engine(self) -> dict[str, Any]:
+        return {"type": "audio"}
+
+
+ContentPart = Union[TextPart, ImagePart, AudioPart]
 
 
 def _part_from(value: object) -> ContentPart:
-    if isinstance(value, (TextPart, ImagePart)):
+    if isinstance(value, (TextPart, ImagePart, AudioPart)):
         return value
     if isinstance(value, str):
         return TextPart(value)
@@ -76,13 +89,25 @@ def _part_from(value: object) -> ContentPart:
             url = url.get("url") if isinstance(url, Mapping) else url
             if isinstance(url, str):
                 return ImagePart(url)
+        if kind == "audio" and value.get("audio") is not None:
+            return AudioPart(value["audio"], value.get("sample_rate"))
+        if kind == "input_audio" and isinstance(value.get("input_audio"), Mapping):  # OpenAI: base64 data
+            data, fmt = value["input_audio"].get("data"), value["input_audio"].get("format", "wav")
+            if isinstance(data, str):
+                return AudioPart(f"data:audio/{fmt};base64,{data}")
+        if kind == "audio_url":
+            url = value.get("audio_url")
+            url = url.get("url") if isinstance(url, Mapping) else url
+            if isinstance(url, str):
+                return AudioPart(url)
         raise InvalidRequestError(
             f"unsupported content part {dict(value)!r}: give text parts "
             '({"type": "text", "text": ...}) or image parts ({"type": "image", "image": ...} '
-            'or {"type": "image_url", "image_url": {"url": ...}})'
+            'or {"type": "image_url", "image_url": {"url": ...}}) or audio parts '
+            '({"type": "audio", "audio": ..., "sample_rate": ...}, "input_audio" or "audio_url")'
         )
     raise InvalidRequestError(
-        f"a content part must be a TextPart, an ImagePart, a str or a dict, got {type(value).__name__}"
+        f"a content part must be a TextPart, ImagePart, AudioPart, a str or a dict, got {type(value).__name__}"
     )
 
 
@@ -130,6 +155,13 @@ class ChatMessage:
             return ()
         return tuple(p.image for p in self.content if isinstance(p, ImagePart))
 
+    @property
+    def audios(self) -> Tuple[AudioPart, ...]:
+        """The audio parts of this message, in order."""
+        if isinstance(self.content, str):
+            return ()
+        return tuple(p for p in self.content if isinstance(p, AudioPart))
+
 
 @dataclass(frozen=True)
 class GenerateRequest:
@@ -156,6 +188,8 @@ class GenerateRequest:
     frequency_penalty: float = 0.0
     logit_bias: Optional[Mapping[int, float]] = None
     """Added to the logits of these token ids before sampling (``-inf`` bans a token)."""
+    logprobs: bool = False
+    """Report each generated token's log-probability (``GenerateResponse.token_logprobs``)."""
     images: Tuple[ImageInput, ...] = ()
     """Images for a ``prompt`` request: it becomes one user chat message holding the images and
     then the prompt text (vision models only; chat ``messages`` carry images as parts)."""
@@ -213,6 +247,8 @@ class GenerateRequest:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise InvalidRequestError(f"{name} must be a number, got {value!r}")
             object.__setattr__(self, name, float(value))
+        if not isinstance(self.logprobs, bool):
+            raise InvalidRequestError(f"logprobs must be True or False, got {self.logprobs!r}")
         if self.logit_bias is not None:
             if not isinstance(self.logit_bias, Mapping):
                 raise InvalidRequestError("logit_bias must be a dict of token id -> bias")
@@ -250,6 +286,9 @@ class GenerateResponse:
     timings: Timings
     token_ids: Tuple[int, ...] = ()
     """The generated token ids (a stop string may end ``text`` inside the last one)."""
+    token_logprobs: Optional[Tuple[float, ...]] = None
+    """With ``logprobs=True``: each generated token's log-probability under the model (after
+    ``logit_bias``, before temperature and the top-k/top-p/min-p filters)."""
 
 
 @dataclass(frozen=True)
@@ -263,6 +302,7 @@ class StreamChunk:
     prompt_tokens: Optional[int] = None
     timings: Optional[Timings] = field(default=None)
     token_ids: Optional[Tuple[int, ...]] = None
+    token_logprobs: Optional[Tuple[float, ...]] = None
 
     @property
     def is_last(self) -> bool:
