@@ -11,11 +11,13 @@ import logging
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import pytest
 from hub_server import FileSource, LoopbackHub
 from huggingface_hub import try_to_load_from_cache
 from test_greedy_reference import CASES, assert_parts_only_at_near_ties
 from test_tokenizer_option import swapped_tokenizer, word_ids
+from tiny_vlm import write_gemma3_vlm
 
 from pcai_inference import (
     BackendType,
@@ -274,4 +276,18 @@ def test_safetensors_repo(hub: LoopbackHub, hf_home: Path, hf_folder: Path) -> N
     total = sum(p.stat().st_size for p in hf_folder.iterdir())
     assert seen[-1] == (total, total)
     assert_parts_only_at_near_ties(b, CASES[0])
+    b.unload()
+
+
+def test_vision_model_from_the_hub(hub: LoopbackHub, tmp_path: Path) -> None:
+    """A vision model id: its processor files come along and the model takes images."""
+    folder = write_gemma3_vlm(tmp_path / "tiny-vlm")
+    hub.add_repo("pcai-test/tiny-gemma3-vlm", {p.name: p for p in folder.iterdir()})
+    b = BackendType.MISTRALRS.create(device="cpu")
+    b.load_model("pcai-test/tiny-gemma3-vlm")
+    assert b.capabilities == {"text", "image"}  # type: ignore[attr-defined]
+    assert {"preprocessor_config.json", "processor_config.json"} <= {p.name for p in b.model_path.iterdir()}  # type: ignore[attr-defined]
+    image = np.zeros((64, 64, 3), np.uint8)
+    r = b.chat([{"role": "user", "content": [{"type": "image", "image": image}, "What is it?"]}], max_tokens=4)
+    assert r.tokens_generated == 4
     b.unload()
