@@ -583,10 +583,14 @@ impl LoadedModel {
         mut params: GenerationParams,
     ) -> Outcome<Generation> {
         params.validate().map_err(Failure::invalid)?;
-        for (given, kind) in [(!images.is_empty(), "image"), (!audios.is_empty(), "audio")] {
+        let media = [
+            (!images.is_empty(), "image", "images"),
+            (!audios.is_empty(), "audio", "audio"),
+        ];
+        for (given, kind, plural) in media {
             if given && !self.input_modalities.contains(&kind) {
                 return Err(Failure::invalid(format!(
-                    "this model reads {} only; it cannot take {kind}",
+                    "this model reads {} only; it cannot take {plural}",
                     self.input_modalities.join(" and ")
                 )));
             }

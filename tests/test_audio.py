@@ -103,7 +103,7 @@ def test_bad_audio_is_explained(voxtral: InferenceBackend, part: AudioPart, mess
 def test_models_without_audio_refuse_it(backend: InferenceBackend, voxtral: InferenceBackend) -> None:
     with pytest.raises(InvalidRequestError, match="this model reads text only; it cannot take audio"):
         first_logprob(backend, AudioPart(wav_bytes(pcm16("tone"))))
-    with pytest.raises(InvalidRequestError, match="reads text and audio only; it cannot take image"):
+    with pytest.raises(InvalidRequestError, match="reads text and audio only; it cannot take images"):
         voxtral.chat([{"role": "user", "content": [{"type": "image", "image": np.zeros((8, 8, 3), np.uint8)}]}])
 
 

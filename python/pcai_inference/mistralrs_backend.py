@@ -219,10 +219,10 @@ class MistralRsBackend(InferenceBackend):
         images = [image for m in messages for image in m.images]
         audios = [audio for m in messages for audio in m.audios]
         if images or audios:
-            for given, kind in ((images, "image"), (audios, "audio")):
+            for given, kind, plural in ((images, "image", "images"), (audios, "audio", "audio")):
                 if given and kind not in native.input_modalities:
                     raise InvalidRequestError(
-                        f"this model reads {' and '.join(native.input_modalities)} only; it cannot take {kind}"
+                        f"this model reads {' and '.join(native.input_modalities)} only; it cannot take {plural}"
                     )
             return native.start(
                 [],
