@@ -39,6 +39,17 @@ class InvalidRequestError(PcaiError, ValueError):
     """A request or argument is out of range; the message names the field."""
 
 
+def check_text(value: str, field: str) -> str:
+    """``value`` if it can be encoded as UTF-8 (a lone surrogate cannot); else a clear error."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise InvalidRequestError(
+            f"{field} is not valid Unicode text: {e.reason} at position {e.start} ({value[e.start : e.end]!a})"
+        ) from None
+    return value
+
+
 class InvalidImageError(InvalidRequestError):
     """An image in a request is not one the model can take: not an image, truncated, past the
     pixel limit (``max_image_pixels``), or too small for the model; the message says which."""

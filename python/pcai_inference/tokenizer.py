@@ -6,6 +6,7 @@ import os
 from typing import Optional, Sequence, Union
 
 from . import _core
+from .errors import InvalidRequestError, check_text
 
 __all__ = ["Tokenizer"]
 
@@ -22,7 +23,9 @@ class Tokenizer:
         return cls(_core.NativeTokenizer.from_gguf(os.fspath(path)))
 
     def tokenize(self, text: str, add_special_tokens: bool = True) -> list[int]:
-        return self._native.tokenize(text, add_special_tokens)
+        if not isinstance(text, str):
+            raise InvalidRequestError(f"text must be a str, got {type(text).__name__}")
+        return self._native.tokenize(check_text(text, "the text"), add_special_tokens)
 
     def detokenize(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
         return self._native.detokenize(list(ids), skip_special_tokens)

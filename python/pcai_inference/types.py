@@ -6,7 +6,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Sequence, Tuple, Union
 
-from .errors import InvalidRequestError
+from .errors import InvalidRequestError, check_text
 from .media import AudioInput, ImageInput
 
 __all__ = [
@@ -42,6 +42,11 @@ class TextPart:
     """A piece of text inside a chat message."""
 
     text: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.text, str):
+            raise InvalidRequestError(f"a text part's text must be a str, got {type(self.text).__name__}")
+        check_text(self.text, "a text part")
 
     def to_engine(self) -> dict[str, Any]:
         return {"type": "text", "text": self.text}
@@ -125,7 +130,9 @@ class ChatMessage:
     def __post_init__(self) -> None:
         if not isinstance(self.role, str) or not self.role:
             raise InvalidRequestError("a chat message needs a non-empty string role, e.g. 'user'")
+        check_text(self.role, "a message role")
         if isinstance(self.content, str):
+            check_text(self.content, "a message's content")
             return
         if not isinstance(self.content, Sequence):
             raise InvalidRequestError(
@@ -204,6 +211,8 @@ class GenerateRequest:
             raise InvalidRequestError("give exactly one of prompt= or messages=")
         if self.prompt is not None and not isinstance(self.prompt, str):
             raise InvalidRequestError(f"prompt must be a str, got {type(self.prompt).__name__}")
+        if self.prompt is not None:
+            check_text(self.prompt, "the prompt")
         images: Any = self.images
         if images is None or isinstance(images, (str, bytes, bytearray)) or not isinstance(images, Sequence):
             images = () if images is None else (images,)
@@ -224,6 +233,8 @@ class GenerateRequest:
             stop = ()
         if not all(isinstance(s, str) for s in stop):
             raise InvalidRequestError("stop must be a string or a list of strings")
+        for s in stop:
+            check_text(s, "a stop string")
         object.__setattr__(self, "stop", tuple(stop))
         for name in ("max_tokens", "top_k"):
             value = getattr(self, name)
