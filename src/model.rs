@@ -563,10 +563,6 @@ impl LoadedModel {
             .min(self.context_window - prompt_ids.len());
         self.codec
             .check_ids(prompt_ids.iter().copied(), "prompt token id")?;
-        self.codec.check_ids(
-            params.logit_bias.iter().map(|(id, _)| *id),
-            "logit_bias names token id",
-        )?;
         let prompt = EnginePrompt::Tokens(prompt_ids.clone());
         self.submit(prompt, &prompt_ids, params)
     }
@@ -605,10 +601,6 @@ impl LoadedModel {
         }
         // The prompt's length is known only once the engine has expanded the images.
         params.max_tokens = params.max_tokens.min(self.context_window);
-        self.codec.check_ids(
-            params.logit_bias.iter().map(|(id, _)| *id),
-            "logit_bias names token id",
-        )?;
         let mut messages = engine_messages(messages)?;
         if let Some(prefixer) = &self.prefixer {
             place_media(&mut messages, prefixer.as_ref());
@@ -628,6 +620,10 @@ impl LoadedModel {
         prompt_ids: &[u32],
         params: GenerationParams,
     ) -> Outcome<Generation> {
+        self.codec.check_ids(
+            params.logit_bias.iter().map(|(id, _)| *id),
+            "logit_bias names token id",
+        )?;
         let seed = params.seed.unwrap_or_else(fresh_seed);
         let (events_tx, events_rx) = std::sync::mpsc::channel();
         let known_len = matches!(prompt, EnginePrompt::Tokens(_)).then_some(prompt_ids.len());
