@@ -11,6 +11,8 @@ pub enum FailureKind {
     InvalidRequest,
     InvalidImage,
     ModelNotLoaded,
+    ModelClosed,
+    UnsupportedModel,
     Generation,
 }
 
@@ -24,6 +26,8 @@ impl FailureKind {
             Self::InvalidRequest => "InvalidRequestError",
             Self::InvalidImage => "InvalidImageError",
             Self::ModelNotLoaded => "ModelNotLoadedError",
+            Self::ModelClosed => "ModelClosedError",
+            Self::UnsupportedModel => "UnsupportedModelError",
             Self::Generation => "GenerationError",
         }
     }

@@ -167,17 +167,12 @@ impl Generation {
                     };
                     return Ok(self.finish(reason));
                 }
-                TapEvent::EngineFailed {
-                    message,
-                    invalid_request,
-                } => {
+                TapEvent::EngineFailed { message, kind } => {
                     self.done = true;
                     self.tap.request_stop();
-                    let kind = if invalid_request {
-                        FailureKind::InvalidRequest
-                    } else {
-                        FailureKind::Generation
-                    };
+                    if kind == FailureKind::ModelClosed {
+                        return Err(Failure::new(kind, message));
+                    }
                     return Err(Failure::new(kind, format!("the engine failed: {message}")));
                 }
             }

@@ -15,6 +15,95 @@ pub struct GgufSummary {
     pub version: u32,
     pub architecture: Option<String>,
     pub tensor_count: u64,
+    /// Entries of `tokenizer.ggml.tokens`, when the file has a vocabulary.
+    pub vocab_size: Option<u64>,
+    /// Integer metadata the model check reads (`{arch}.block_count`, ...): key and value,
+    /// `None` for an integer array (per-layer values).
+    hyperparameters: Vec<(String, Option<u64>)>,
+    /// Rows of the token embedding table (`token_embd.weight`'s second dimension).
+    embedding_rows: Option<u64>,
+}
+
+/// Architectures the engine loads from GGUF (mistralrs 0.8.1's `GGUFArchitecture` that its
+/// GGUF pipeline builds), and `gemma3`, which we convert for its SafeTensors loader.
+pub const SUPPORTED_ARCHITECTURES: &[&str] = &[
+    "gemma3",
+    "llama",
+    "mistral3",
+    "phi2",
+    "phi3",
+    "qwen2",
+    "qwen3",
+    "qwen3moe",
+    "starcoder2",
+];
+
+/// Whether the engine can run a GGUF model of this architecture (matched as the engine does,
+/// ignoring case).
+pub fn is_supported_architecture(architecture: &str) -> bool {
+    SUPPORTED_ARCHITECTURES.contains(&architecture.to_ascii_lowercase().as_str())
+}
+
+/// Hyperparameters every supported architecture has, each a positive integer at most this.
+const REQUIRED_HYPERPARAMETERS: &[(&str, u64)] = &[
+    ("block_count", 4_096),
+    ("embedding_length", 1 << 20),
+    ("attention.head_count", 1 << 16),
+    ("context_length", 1 << 24),
+];
+
+/// Token-id metadata; each must name an entry of the vocabulary.
+const TOKEN_ID_KEYS: &[&str] = &[
+    "tokenizer.ggml.bos_token_id",
+    "tokenizer.ggml.eos_token_id",
+    "tokenizer.ggml.unknown_token_id",
+    "tokenizer.ggml.padding_token_id",
+    "tokenizer.ggml.seperator_token_id",
+    "tokenizer.ggml.eot_token_id",
+    "tokenizer.ggml.eom_token_id",
+];
+
+/// Tokenizer arrays that hold one entry per token.
+const PER_TOKEN_ARRAYS: &[&str] = &["tokenizer.ggml.scores", "tokenizer.ggml.token_type"];
+
+/// The most tokens a vocabulary may have (the largest real ones have about 262,000).
+const MAX_VOCAB: u64 = 1 << 24;
+
+/// Checks what loading a model needs beyond a well-formed file: a supported architecture
+/// (checked by the caller first, with `is_supported_architecture`), a vocabulary, and the
+/// architecture's hyperparameters, present, positive and not absurd.
+pub fn check_model_metadata(summary: &GgufSummary) -> Result<(), String> {
+    let architecture = summary
+        .architecture
+        .as_deref()
+        .ok_or("the GGUF metadata lacks `general.architecture`")?;
+    let vocab = summary
+        .vocab_size
+        .ok_or("the GGUF metadata lacks `tokenizer.ggml.tokens` (the file has no vocabulary)")?;
+    for (name, max) in REQUIRED_HYPERPARAMETERS {
+        let key = format!("{architecture}.{name}");
+        let value = summary
+            .hyperparameters
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| *v)
+            .ok_or_else(|| format!("the GGUF metadata lacks `{key}` (an integer)"))?;
+        if let Some(v) = value {
+            if v == 0 || v > *max {
+                return Err(format!(
+                    "the GGUF metadata's `{key}` = {v} is out of range (1 to {max})"
+                ));
+            }
+        }
+    }
+    if let Some(rows) = summary.embedding_rows {
+        if rows < vocab {
+            return Err(format!(
+                "the token embedding table has {rows} rows but the vocabulary has {vocab} tokens"
+            ));
+        }
+    }
+    Ok(())
 }
 
 const MAGIC: &[u8; 4] = b"GGUF";
@@ -91,6 +180,15 @@ impl<R: Read> Reader<R> {
     }
 }
 
+/// Whether `key` is one of the `{arch}.*` hyperparameters the model check reads.
+fn is_hyperparameter(key: &str) -> bool {
+    key.split_once('.').is_some_and(|(_, name)| {
+        REQUIRED_HYPERPARAMETERS
+            .iter()
+            .any(|(required, _)| *required == name)
+    })
+}
+
 /// Size in bytes of one scalar of a metadata value type; `None` for strings and arrays.
 fn scalar_size(value_type: u32) -> Result<Option<u64>, String> {
     Ok(match value_type {
@@ -101,6 +199,31 @@ fn scalar_size(value_type: u32) -> Result<Option<u64>, String> {
         8 | 9 => None,
         t => return Err(format!("unknown metadata value type {t}")),
     })
+}
+
+/// Reads an integer metadata value of type `value_type`: `Ok(None)` if the type is not an
+/// integer type, `Err` for a negative value.
+fn read_integer<R: Read>(
+    r: &mut Reader<R>,
+    value_type: u32,
+    key: &str,
+) -> Result<Option<u64>, String> {
+    let negative = || format!("metadata `{key}` is negative");
+    Ok(Some(match value_type {
+        0 => u64::from(r.bytes::<1>(key)?[0]),
+        1 => u64::try_from(i8::from_le_bytes(r.bytes::<1>(key)?)).map_err(|_| negative())?,
+        2 => u64::from(u16::from_le_bytes(r.bytes::<2>(key)?)),
+        3 => u64::try_from(i16::from_le_bytes(r.bytes::<2>(key)?)).map_err(|_| negative())?,
+        4 => u64::from(r.u32(key)?),
+        5 => u64::try_from(i32::from_le_bytes(r.bytes::<4>(key)?)).map_err(|_| negative())?,
+        10 => r.u64(key)?,
+        11 => u64::try_from(i64::from_le_bytes(r.bytes::<8>(key)?)).map_err(|_| negative())?,
+        _ => return Ok(None),
+    }))
+}
+
+fn is_integer_type(value_type: u32) -> bool {
+    matches!(value_type, 0..=5 | 10 | 11)
 }
 
 /// Skips one metadata value, checking every length on the way.
@@ -119,26 +242,40 @@ fn skip_value<R: Read>(
         None => {
             let item_type = r.u32(key)?;
             let count = r.u64(key)?;
-            match scalar_size(item_type)? {
-                Some(n) => {
-                    let total = count
-                        .checked_mul(n)
-                        .ok_or_else(|| format!("metadata `{key}` has an absurd array length"))?;
-                    r.skip(total, key)
-                }
-                None => {
-                    // Each string or array item needs at least 8 bytes of length.
-                    if count.saturating_mul(8) > r.remaining() {
-                        return Err(format!(
-                            "metadata `{key}` claims {count} items, more than the file holds"
-                        ));
-                    }
-                    for _ in 0..count {
-                        skip_value(r, item_type, key, depth + 1)?;
-                    }
-                    Ok(())
-                }
+            skip_items(r, item_type, count, key, depth + 1)
+        }
+    }
+}
+
+/// Skips `count` array items of `item_type`, checking every length on the way.
+fn skip_items<R: Read>(
+    r: &mut Reader<R>,
+    item_type: u32,
+    count: u64,
+    key: &str,
+    depth: u32,
+) -> Result<(), String> {
+    if depth > MAX_NESTING {
+        return Err(format!("metadata `{key}` nests arrays too deeply"));
+    }
+    match scalar_size(item_type)? {
+        Some(n) => {
+            let total = count
+                .checked_mul(n)
+                .ok_or_else(|| format!("metadata `{key}` has an absurd array length"))?;
+            r.skip(total, key)
+        }
+        None => {
+            // Each string or array item needs at least 8 bytes of length.
+            if count.saturating_mul(8) > r.remaining() {
+                return Err(format!(
+                    "metadata `{key}` claims {count} items, more than the file holds"
+                ));
             }
+            for _ in 0..count {
+                skip_value(r, item_type, key, depth)?;
+            }
+            Ok(())
         }
     }
 }
@@ -232,11 +369,60 @@ fn check_gguf(input: impl Read, len: u64) -> Result<GgufSummary, String> {
         ));
     }
     let mut alignment: u64 = 32;
+    let mut token_ids: Vec<(String, u64)> = Vec::new();
+    let mut per_token: Vec<(String, u64)> = Vec::new();
     for _ in 0..kv_count {
         let key = r.string("a metadata key", MAX_KEY_BYTES)?;
         let value_type = r.u32(&key)?;
         match (key.as_str(), value_type) {
             ("general.architecture", 8) => out.architecture = Some(r.string(&key, 256)?),
+            ("general.architecture", t) => {
+                return Err(format!(
+                    "metadata `general.architecture` must be a string (type 8), it has type {t}"
+                ))
+            }
+            ("tokenizer.ggml.tokens", 9) => {
+                let (item_type, count) = (r.u32(&key)?, r.u64(&key)?);
+                if item_type != 8 {
+                    return Err(format!(
+                        "metadata `{key}` must be an array of strings, it holds type {item_type}"
+                    ));
+                }
+                if count == 0 || count > MAX_VOCAB {
+                    return Err(format!(
+                        "metadata `{key}` has {count} tokens (1 to {MAX_VOCAB} allowed)"
+                    ));
+                }
+                skip_items(&mut r, item_type, count, &key, 1)?;
+                out.vocab_size = Some(count);
+            }
+            (k, 9) if PER_TOKEN_ARRAYS.contains(&k) => {
+                let (item_type, count) = (r.u32(&key)?, r.u64(&key)?);
+                skip_items(&mut r, item_type, count, &key, 1)?;
+                per_token.push((key, count));
+            }
+            (k, t) if TOKEN_ID_KEYS.contains(&k) => match read_integer(&mut r, t, &key)? {
+                Some(id) => token_ids.push((key, id)),
+                None => {
+                    return Err(format!(
+                        "metadata `{key}` must be an integer token id, it has type {t}"
+                    ))
+                }
+            },
+            (k, t) if is_integer_type(t) && is_hyperparameter(k) => {
+                let value = read_integer(&mut r, t, &key)?;
+                out.hyperparameters.push((key, value));
+            }
+            (k, 9) if is_hyperparameter(k) => {
+                let (item_type, count) = (r.u32(&key)?, r.u64(&key)?);
+                if !is_integer_type(item_type) || count == 0 {
+                    return Err(format!(
+                        "metadata `{key}` must be an integer or a non-empty integer array"
+                    ));
+                }
+                skip_items(&mut r, item_type, count, &key, 1)?;
+                out.hyperparameters.push((key, None));
+            }
             ("general.alignment", 4) => {
                 alignment = u64::from(r.u32(&key)?);
                 if alignment == 0 || !alignment.is_power_of_two() {
@@ -258,12 +444,18 @@ fn check_gguf(input: impl Read, len: u64) -> Result<GgufSummary, String> {
             ));
         }
         let mut elements: u64 = 1;
-        for _ in 0..n_dims {
+        let mut dims = [0u64; MAX_DIMS as usize];
+        let dims = &mut dims[..n_dims as usize];
+        for slot in dims.iter_mut() {
             let d = r.u64(&name)?;
+            *slot = d;
             elements = elements
                 .checked_mul(d)
                 .filter(|_| d > 0)
                 .ok_or_else(|| format!("tensor `{name}` has a zero or overflowing shape"))?;
+        }
+        if name == "token_embd.weight" && dims.len() == 2 {
+            out.embedding_rows = Some(dims[1]);
         }
         let ggml_type = r.u32(&name)?;
         let (block, block_bytes) = ggml_block(ggml_type)
@@ -294,7 +486,39 @@ fn check_gguf(input: impl Read, len: u64) -> Result<GgufSummary, String> {
             "the file is truncated: its tensors need {needed} bytes but the file has {len}"
         ));
     }
+    check_vocabulary(&out, &token_ids, &per_token)?;
     Ok(out)
+}
+
+/// Token ids inside the vocabulary, per-token arrays as long as it.
+fn check_vocabulary(
+    out: &GgufSummary,
+    token_ids: &[(String, u64)],
+    per_token: &[(String, u64)],
+) -> Result<(), String> {
+    let Some(vocab) = out.vocab_size else {
+        if let Some((key, _)) = token_ids.first().or(per_token.first()) {
+            return Err(format!(
+                "metadata `{key}` refers to a vocabulary, but the file has no `tokenizer.ggml.tokens`"
+            ));
+        }
+        return Ok(());
+    };
+    for (key, id) in token_ids {
+        if *id >= vocab {
+            return Err(format!(
+                "metadata `{key}` = {id} is outside the vocabulary of {vocab} tokens"
+            ));
+        }
+    }
+    for (key, count) in per_token {
+        if *count != vocab {
+            return Err(format!(
+                "metadata `{key}` has {count} entries but the vocabulary has {vocab} tokens"
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -365,6 +589,189 @@ mod tests {
         for cut in 0..full.len() {
             assert!(check(&full[..cut]).is_err(), "cut at {cut} was accepted");
         }
+    }
+
+    /// A metadata value for `build`.
+    enum V<'a> {
+        Str(&'a str),
+        U32(u32),
+        I32(i32),
+        Strs(&'a [&'a str]),
+        F32s(usize),
+    }
+
+    /// A GGUF with these metadata entries and one F32 tensor `name` of `dims`.
+    fn build(kvs: &[(&str, V)], name: &str, dims: &[u64]) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend(b"GGUF");
+        b.extend(3u32.to_le_bytes());
+        b.extend(1u64.to_le_bytes());
+        b.extend((kvs.len() as u64).to_le_bytes());
+        for (key, value) in kvs {
+            gguf_string(&mut b, key);
+            match value {
+                V::Str(s) => {
+                    b.extend(8u32.to_le_bytes());
+                    gguf_string(&mut b, s);
+                }
+                V::U32(v) => {
+                    b.extend(4u32.to_le_bytes());
+                    b.extend(v.to_le_bytes());
+                }
+                V::I32(v) => {
+                    b.extend(5u32.to_le_bytes());
+                    b.extend(v.to_le_bytes());
+                }
+                V::Strs(items) => {
+                    b.extend(9u32.to_le_bytes());
+                    b.extend(8u32.to_le_bytes());
+                    b.extend((items.len() as u64).to_le_bytes());
+                    for item in *items {
+                        gguf_string(&mut b, item);
+                    }
+                }
+                V::F32s(n) => {
+                    b.extend(9u32.to_le_bytes());
+                    b.extend(6u32.to_le_bytes());
+                    b.extend((*n as u64).to_le_bytes());
+                    b.extend(std::iter::repeat_n(0u8, 4 * n));
+                }
+            }
+        }
+        gguf_string(&mut b, name);
+        b.extend((dims.len() as u32).to_le_bytes());
+        for d in dims {
+            b.extend(d.to_le_bytes());
+        }
+        b.extend(0u32.to_le_bytes()); // F32
+        b.extend(0u64.to_le_bytes());
+        while b.len() % 32 != 0 {
+            b.push(0);
+        }
+        b.extend(std::iter::repeat_n(
+            0u8,
+            4 * dims.iter().product::<u64>() as usize,
+        ));
+        b
+    }
+
+    /// A small but complete llama model header: vocabulary of 3, every hyperparameter.
+    fn model_kvs<'a>() -> Vec<(&'a str, V<'a>)> {
+        vec![
+            ("general.architecture", V::Str("llama")),
+            ("tokenizer.ggml.model", V::Str("llama")),
+            ("tokenizer.ggml.tokens", V::Strs(&["<s>", "</s>", "a"])),
+            ("tokenizer.ggml.scores", V::F32s(3)),
+            ("tokenizer.ggml.bos_token_id", V::U32(0)),
+            ("tokenizer.ggml.eos_token_id", V::U32(1)),
+            ("llama.block_count", V::U32(1)),
+            ("llama.embedding_length", V::U32(2)),
+            ("llama.attention.head_count", V::U32(1)),
+            ("llama.context_length", V::U32(16)),
+        ]
+    }
+
+    fn with(
+        kvs: Vec<(&'static str, V<'static>)>,
+        key: &str,
+        value: V<'static>,
+    ) -> Vec<(&'static str, V<'static>)> {
+        let mut kvs: Vec<_> = kvs.into_iter().filter(|(k, _)| *k != key).collect();
+        let key: &'static str = Box::leak(key.to_string().into_boxed_str());
+        kvs.push((key, value));
+        kvs
+    }
+
+    fn without(kvs: Vec<(&'static str, V<'static>)>, key: &str) -> Vec<(&'static str, V<'static>)> {
+        kvs.into_iter().filter(|(k, _)| *k != key).collect()
+    }
+
+    fn model_check(kvs: &[(&str, V)], embedding: &[u64]) -> Result<GgufSummary, String> {
+        let s = check(&build(kvs, "token_embd.weight", embedding))?;
+        check_model_metadata(&s)?;
+        Ok(s)
+    }
+
+    #[test]
+    fn a_complete_model_header_passes_the_model_check() {
+        let s = model_check(&model_kvs(), &[2, 3]).unwrap();
+        assert_eq!(s.vocab_size, Some(3));
+        assert!(is_supported_architecture("LLaMA"));
+        assert!(!is_supported_architecture("rwkv"));
+    }
+
+    #[test]
+    fn token_ids_must_be_inside_the_vocabulary() {
+        for key in [
+            "tokenizer.ggml.bos_token_id",
+            "tokenizer.ggml.padding_token_id",
+        ] {
+            let e = model_check(&with(model_kvs(), key, V::U32(3)), &[2, 3]).unwrap_err();
+            assert!(
+                e.contains(key) && e.contains("outside the vocabulary of 3"),
+                "{e}"
+            );
+        }
+        let e = model_check(
+            &with(model_kvs(), "tokenizer.ggml.eos_token_id", V::I32(-1)),
+            &[2, 3],
+        )
+        .unwrap_err();
+        assert!(e.contains("negative"), "{e}");
+        let e = model_check(
+            &with(model_kvs(), "tokenizer.ggml.eos_token_id", V::Str("1")),
+            &[2, 3],
+        )
+        .unwrap_err();
+        assert!(e.contains("must be an integer token id"), "{e}");
+        let no_vocab = without(model_kvs(), "tokenizer.ggml.tokens");
+        let e = model_check(&no_vocab, &[2, 3]).unwrap_err();
+        assert!(e.contains("no `tokenizer.ggml.tokens`"), "{e}");
+    }
+
+    #[test]
+    fn metadata_of_the_wrong_type_or_length() {
+        let e = model_check(
+            &with(model_kvs(), "tokenizer.ggml.scores", V::F32s(2)),
+            &[2, 3],
+        )
+        .unwrap_err();
+        assert!(e.contains("2 entries but the vocabulary has 3"), "{e}");
+        let e = model_check(
+            &with(model_kvs(), "general.architecture", V::U32(1)),
+            &[2, 3],
+        )
+        .unwrap_err();
+        assert!(e.contains("must be a string"), "{e}");
+        let e = model_check(
+            &with(model_kvs(), "tokenizer.ggml.tokens", V::Strs(&[])),
+            &[2, 3],
+        )
+        .unwrap_err();
+        assert!(e.contains("0 tokens"), "{e}");
+    }
+
+    #[test]
+    fn hyperparameters_must_be_present_and_sane() {
+        let e = model_check(&without(model_kvs(), "llama.block_count"), &[2, 3]).unwrap_err();
+        assert!(e.contains("lacks `llama.block_count`"), "{e}");
+        let e = model_check(
+            &with(model_kvs(), "llama.attention.head_count", V::U32(0)),
+            &[2, 3],
+        )
+        .unwrap_err();
+        assert!(e.contains("out of range"), "{e}");
+        let e = model_check(
+            &with(model_kvs(), "llama.context_length", V::U32(u32::MAX)),
+            &[2, 3],
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("`llama.context_length` = 4294967295 is out of range"),
+            "{e}"
+        );
+        let e = model_check(&model_kvs(), &[2, 2]).unwrap_err();
+        assert!(e.contains("2 rows but the vocabulary has 3"), "{e}");
     }
 
     #[test]

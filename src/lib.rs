@@ -3,9 +3,11 @@
 
 pub mod chat_template;
 pub mod codec;
+pub mod config_json;
 pub mod context_variant;
 pub mod cpu;
 pub mod device;
+pub mod engine_lifetime;
 pub mod failure;
 pub mod generation;
 pub mod gguf_convert;
@@ -22,6 +24,7 @@ pub mod quant_transcode;
 pub mod request;
 pub mod runtime;
 pub mod safetensors_folder;
+pub mod safetensors_header;
 pub mod sampling;
 pub mod text_stream;
 
@@ -33,6 +36,7 @@ pub const MISTRALRS_VERSION: &str = "0.8.1";
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     logging_bridge::install();
+    engine_lifetime::limit_malloc_arenas();
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("MISTRALRS_VERSION", MISTRALRS_VERSION)?;
     m.add_class::<python_api::NativeModel>()?;

@@ -22,10 +22,16 @@ use crate::chat_template::ChatTemplate;
 use crate::codec::Codec;
 use crate::context_variant::folder_for_context;
 use crate::device::{resolve_device, DeviceRequest};
+use crate::engine_lifetime::{
+    release_free_memory, ClosedFlag, EngineThreads, EngineWatch, IdleTrim,
+};
 use crate::failure::{Failure, FailureKind, Outcome};
 use crate::generation::Generation;
 use crate::gguf_convert;
-use crate::gguf_header::{read_gguf_header, GgufSummary};
+use crate::gguf_header::{
+    check_model_metadata, is_supported_architecture, read_gguf_header, GgufSummary,
+    SUPPORTED_ARCHITECTURES,
+};
 use crate::params::{check_context, GenerationParams};
 use crate::request::{EnginePrompt, PcaiRequest, TapEvent, TokenTap};
 use crate::runtime::runtime;
@@ -87,6 +93,10 @@ fn context_window(max_context: Option<usize>, model_window: usize) -> usize {
 
 pub struct LoadedModel {
     runner: Arc<MistralRs>,
+    /// Whether the engine thread still holds the model (it frees it after `runner` drops).
+    engine_watch: EngineWatch<EngineInner>,
+    engine_threads: EngineThreads,
+    closed: ClosedFlag,
     codec: Codec,
     /// End-of-generation ids; the first is the one we force to end a sequence early.
     eog_ids: Vec<u32>,
@@ -96,6 +106,8 @@ pub struct LoadedModel {
     pub architecture: Option<String>,
     /// Admission to the engine; see `ENGINE_SLOTS`.
     slots: Arc<tokio::sync::Semaphore>,
+    /// Generations submitted and not yet ended; see `IdleTrim`.
+    in_flight: IdleTrim,
     chat_template: Option<ChatTemplate>,
     /// What the model reads: `text`, and `image` / `audio` for models that take them.
     pub input_modalities: Vec<&'static str>,
@@ -131,15 +143,32 @@ fn check_gguf_path(path: &Path) -> Outcome<GgufSummary> {
             format!("{} is a folder, not a model file: {hint}", path.display()),
         ));
     }
-    read_gguf_header(path).map_err(|why| {
+    let unusable = |why: String| {
         Failure::new(
             FailureKind::ModelFormat,
             format!("{} is not a usable GGUF model: {why}", path.display()),
         )
-    })
+    };
+    let summary = read_gguf_header(path).map_err(unusable)?;
+    if let Some(architecture) = &summary.architecture {
+        if !is_supported_architecture(architecture) {
+            return Err(Failure::new(
+                FailureKind::UnsupportedModel,
+                format!(
+                    "{}: the GGUF architecture `{architecture}` is not one this engine runs \
+                     (it runs {}); use a GGUF model of one of those architectures",
+                    path.display(),
+                    SUPPORTED_ARCHITECTURES.join(", ")
+                ),
+            ));
+        }
+    }
+    check_model_metadata(&summary).map_err(unusable)?;
+    Ok(summary)
 }
 
-type EnginePipeline = Arc<tokio::sync::Mutex<dyn mistralrs::core::Pipeline + Send + Sync>>;
+type EngineInner = tokio::sync::Mutex<dyn mistralrs::core::Pipeline + Send + Sync>;
+type EnginePipeline = Arc<EngineInner>;
 
 fn format_failure(path: &Path, why: &str) -> Failure {
     Failure::new(
@@ -242,17 +271,19 @@ fn load_converted_gguf(
 /// For models that take images or audio the prefix cache stays off: on a cache hit mistralrs
 /// 0.8.1 hands logits processors a shortened context for media prompts (the output was right,
 /// the token count we read from it was not), and such prompts rarely share long prefixes.
-fn start_runner(pipeline: EnginePipeline, takes_media: bool) -> Arc<MistralRs> {
+fn start_runner(pipeline: EnginePipeline, takes_media: bool) -> (Arc<MistralRs>, EngineThreads) {
     let scheduler = SchedulerConfig::DefaultScheduler {
         method: DefaultSchedulerMethod::Fixed(NonZeroUsize::new(MAX_NUM_SEQS).expect("non-zero")),
     };
-    runtime().block_on(
-        MistralRsBuilder::new(pipeline, scheduler, false, None)
-            .with_no_kv_cache(false)
-            .with_no_prefix_cache(takes_media)
-            .with_prefix_cache_n(16)
-            .build(),
-    )
+    EngineThreads::created_by(|| {
+        runtime().block_on(
+            MistralRsBuilder::new(pipeline, scheduler, false, None)
+                .with_no_kv_cache(false)
+                .with_no_prefix_cache(takes_media)
+                .with_prefix_cache_n(16)
+                .build(),
+        )
+    })
 }
 
 /// Loads a Hugging Face SafeTensors folder with the engine's loader for its architecture.
@@ -403,8 +434,14 @@ impl LoadedModel {
             return Err(format_failure(&dir, "names no end-of-sequence token"));
         }
         let context_window = context_window(options.max_context, metadata.max_seq_len);
+        let engine_watch = EngineWatch::new(&pipeline);
+        let (runner, engine_threads) =
+            start_runner(pipeline, model.takes_images || model.takes_audio);
         Ok(Self {
-            runner: start_runner(pipeline, model.takes_images || model.takes_audio),
+            engine_watch,
+            engine_threads,
+            closed: ClosedFlag::default(),
+            runner,
             codec: Codec::new(tokenizer, bos),
             eog_ids,
             context_window,
@@ -421,6 +458,7 @@ impl LoadedModel {
             },
             architecture: Some(model.architecture),
             slots: Arc::new(tokio::sync::Semaphore::new(ENGINE_SLOTS)),
+            in_flight: IdleTrim::default(),
             chat_template,
         })
     }
@@ -512,8 +550,13 @@ impl LoadedModel {
         }
         let context_window = context_window(options.max_context, metadata.max_seq_len);
 
+        let engine_watch = EngineWatch::new(&pipeline);
+        let (runner, engine_threads) = start_runner(pipeline, false);
         Ok(Self {
-            runner: start_runner(pipeline, false),
+            engine_watch,
+            engine_threads,
+            closed: ClosedFlag::default(),
+            runner,
             codec,
             eog_ids,
             context_window,
@@ -521,11 +564,27 @@ impl LoadedModel {
             model_path: path,
             architecture: summary.architecture,
             slots: Arc::new(tokio::sync::Semaphore::new(ENGINE_SLOTS)),
+            in_flight: IdleTrim::default(),
             chat_template,
             input_modalities: vec!["text"],
             prefixer: None,
             image_geometry: ImageGeometry::Any,
         })
+    }
+
+    /// Stops the engine and waits (at most a minute) until it has freed the model, then
+    /// returns the freed memory to the system. Generations still running end with
+    /// `ModelClosed`. Blocking; call without the GIL.
+    pub fn close(self: Arc<Self>) {
+        self.closed.set();
+        let watch = self.engine_watch.clone();
+        let threads = self.engine_threads.clone();
+        drop(self);
+        let limit = std::time::Duration::from_secs(60);
+        if !(watch.wait_gone(limit) && threads.wait_one_exited(limit)) {
+            tracing::warn!("the engine had not freed the model a minute after unload()");
+        }
+        release_free_memory();
     }
 
     pub fn codec(&self) -> &Codec {
@@ -655,8 +714,11 @@ impl LoadedModel {
         }));
         let sender = self.sender()?;
         let slots = self.slots.clone();
+        let closed = self.closed.clone();
         let queued_tap = tap.clone();
+        let running = self.in_flight.start();
         runtime().spawn(async move {
+            let _running = running;
             let Ok(_slot) = slots.acquire_owned().await else {
                 return;
             };
@@ -668,9 +730,10 @@ impl LoadedModel {
                 return;
             }
             if sender.send(engine_request).await.is_err() {
+                let gone = engine_gone_or_closed(&closed);
                 let _ = events_tx.send(TapEvent::EngineFailed {
-                    message: engine_gone().message,
-                    invalid_request: false,
+                    message: gone.message,
+                    kind: gone.kind,
                 });
                 return;
             }
@@ -691,25 +754,28 @@ impl LoadedModel {
                 },
                 Some(Response::ValidationError(e)) => TapEvent::EngineFailed {
                     message: e.to_string(),
-                    invalid_request: true,
+                    kind: FailureKind::InvalidRequest,
                 },
                 Some(Response::InternalError(e)) => TapEvent::EngineFailed {
                     message: e.to_string(),
-                    invalid_request: false,
+                    kind: FailureKind::Generation,
                 },
                 Some(Response::CompletionModelError(msg, _))
                 | Some(Response::ModelError(msg, _)) => TapEvent::EngineFailed {
                     message: msg,
-                    invalid_request: false,
+                    kind: FailureKind::Generation,
                 },
                 Some(_) => TapEvent::EngineFailed {
                     message: "the engine sent an unexpected response".into(),
-                    invalid_request: false,
+                    kind: FailureKind::Generation,
                 },
-                None => TapEvent::EngineFailed {
-                    message: engine_gone().message,
-                    invalid_request: false,
-                },
+                None => {
+                    let gone = engine_gone_or_closed(&closed);
+                    TapEvent::EngineFailed {
+                        message: gone.message,
+                        kind: gone.kind,
+                    }
+                }
             };
             let _ = events_tx.send(event);
         });
@@ -803,6 +869,18 @@ fn place_media(
                 *text = prefixer.prefix_audio(audios, text);
             }
         }
+    }
+}
+
+/// Why the engine stopped answering: `unload()`, or a failure inside it.
+fn engine_gone_or_closed(closed: &ClosedFlag) -> Failure {
+    if closed.is_set() {
+        Failure::new(
+            FailureKind::ModelClosed,
+            "the model was unloaded while this generation ran; load it again to generate",
+        )
+    } else {
+        engine_gone()
     }
 }
 

@@ -280,10 +280,13 @@ impl NativeModel {
         })
     }
 
-    /// Stops the engine and frees the model. Generations still running end with an error.
+    /// Stops the engine and frees the model; returns once its memory is freed. Generations
+    /// still running end with `ModelClosedError`.
     fn unload(&self, py: Python<'_>) {
         let model = lock(&self.model).take();
-        py.detach(move || drop(model));
+        if let Some(model) = model {
+            py.detach(move || model.close());
+        }
     }
 }
 

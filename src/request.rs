@@ -28,9 +28,11 @@ pub enum TapEvent {
     /// The engine finished the sequence; `reason` is its own finish reason.
     EngineDone { reason: String },
     /// The engine failed; the message is the engine's.
+    /// The request failed in the engine (`InvalidRequest`, `Generation`) or the model was
+    /// unloaded under it (`ModelClosed`).
     EngineFailed {
         message: String,
-        invalid_request: bool,
+        kind: crate::failure::FailureKind,
     },
 }
 

@@ -5,8 +5,10 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use crate::config_json::{check_config, is_supported_class, MAX_CONFIG_BYTES, SUPPORTED_CLASSES};
 use crate::failure::{Failure, FailureKind, Outcome};
 use crate::processor_requirements::processor_problem;
+use crate::safetensors_header::check_safetensors_file;
 
 /// What we read from a model folder ourselves.
 #[derive(Debug)]
@@ -150,6 +152,15 @@ fn read_json(dir: &Path, name: &str) -> Outcome<Option<Value>> {
     if !path.is_file() {
         return Ok(None);
     }
+    let size = std::fs::metadata(&path)
+        .map_err(|e| format_error(dir, format!("{name}: {e}")))?
+        .len();
+    if size > MAX_CONFIG_BYTES {
+        return Err(format_error(
+            dir,
+            format!("{name} has {size} bytes, more than a model file of its kind has (corrupted?)"),
+        ));
+    }
     let text =
         std::fs::read_to_string(&path).map_err(|e| format_error(dir, format!("{name}: {e}")))?;
     serde_json::from_str(&text)
@@ -200,16 +211,42 @@ pub fn inspect_folder(dir: &Path) -> Outcome<FolderModel> {
                  (with *.safetensors and tokenizer.json), and it holds no .gguf model file either",
             )),
         };
+    check_config(&config).map_err(|why| format_error(dir, why))?;
     let architecture = config["architectures"]
         .get(0)
         .and_then(Value::as_str)
         .ok_or_else(|| format_error(dir, "config.json names no `architectures`"))?
         .to_owned();
-    let has_weights = std::fs::read_dir(dir)
+    if !is_supported_class(&architecture) && architecture != VOXTRAL {
+        return Err(Failure::new(
+            FailureKind::UnsupportedModel,
+            format!(
+                "{}: the model class `{architecture}` (config.json's `architectures`) is not one \
+                 this engine runs; it runs {}",
+                dir.display(),
+                SUPPORTED_CLASSES.join(", ")
+            ),
+        ));
+    }
+    let mut weights: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| format_error(dir, e))?
         .flatten()
-        .any(|e| e.path().extension().is_some_and(|x| x == "safetensors"));
-    if !has_weights {
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+        .collect();
+    weights.sort();
+    for file in &weights {
+        check_safetensors_file(file).map_err(|why| {
+            format_error(
+                dir,
+                format!(
+                    "{} is not a usable SafeTensors file: {why}",
+                    file.file_name().unwrap_or_default().to_string_lossy()
+                ),
+            )
+        })?;
+    }
+    if weights.is_empty() {
         return Err(format_error(
             dir,
             "the folder holds no .safetensors weights (PyTorch .bin checkpoints are not supported; \

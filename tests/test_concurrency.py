@@ -87,3 +87,28 @@ def test_ctrl_c_interrupts_a_blocking_generate(backend: InferenceBackend) -> Non
     # The backend still works afterwards.
     assert backend.generate("Hello", max_tokens=3, temperature=0.0).tokens_generated == 3
     assert os.getpid() > 0
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="POSIX signals")
+def test_ctrl_c_interrupts_a_long_prefill(backend: InferenceBackend) -> None:
+    """SIGINT one second into a ~1,500-token prompt (about ten seconds of prefill here) raises
+    KeyboardInterrupt at once; the engine drops the request and answers the next one exactly."""
+    expected = backend.generate("Hello", max_tokens=3, temperature=0.0).text
+    prompt = "word " * 1500
+    assert len(backend.tokenize(prompt)) > 1400
+    main = threading.get_ident()
+    sent_at: list[float] = []
+
+    def interrupt() -> None:
+        time.sleep(1.0)
+        sent_at.append(time.monotonic())
+        signal.pthread_kill(main, signal.SIGINT)
+
+    threading.Thread(target=interrupt).start()
+    start = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        backend.generate(prompt, max_tokens=5, temperature=0.0)
+    delay = time.monotonic() - sent_at[0]
+    assert delay < 1.5, f"KeyboardInterrupt came {delay:.2f}s after SIGINT"
+    assert sent_at[0] - start < 2.0
+    assert backend.generate("Hello", max_tokens=3, temperature=0.0).text == expected

@@ -252,3 +252,125 @@ def test_chat_template_abuse_is_rejected_quickly(model_path: Path, tmp_path: Pat
         # The load takes a few seconds; rendering itself must not add more than one.
         assert r["seconds"] < 15, (name, r)
     assert "pwned" not in json.dumps(reports)
+
+
+def value_offset(reader: GGUFReader, key: str) -> int:
+    """Where the value of a scalar metadata entry starts (after its key and type)."""
+    return int(reader.fields[key].offset) + 8 + len(key.encode()) + 4
+
+
+def test_metadata_the_engine_cannot_use(model_path: Path, tmp_path: Path) -> None:
+    """Well-formed files whose metadata is wrong: an architecture the engine does not run
+    (UnsupportedModelError naming it), token ids outside the vocabulary, absurd or zero
+    hyperparameters. Each is refused by the pre-flight check in well under a second."""
+    reader = GGUFReader(model_path)
+    u32 = lambda v: struct.pack("<I", v)  # noqa: E731
+    variants = {
+        "architecture falcon": ({value_offset(reader, "general.architecture") + 8: b"falcon"}, "`falcon`"),
+        "bos id 10^9": ({value_offset(reader, "tokenizer.ggml.bos_token_id"): u32(10**9)}, "outside the vocabulary"),
+        "eos id = vocabulary size": (
+            {
+                value_offset(reader, "tokenizer.ggml.eos_token_id"): u32(
+                    len(reader.fields["tokenizer.ggml.tokens"].data)
+                )
+            },
+            "outside the vocabulary",
+        ),
+        "context length 2^32-1": ({value_offset(reader, "gemma3.context_length"): u32(2**32 - 1)}, "out of range"),
+        "zero layers": ({value_offset(reader, "gemma3.block_count"): u32(0)}, "out of range"),
+        "zero heads": ({value_offset(reader, "gemma3.attention.head_count"): u32(0)}, "out of range"),
+    }
+    cases = [
+        {"name": name, "kind": "load", "path": write_variant(model_path, tmp_path / f"m{i}.gguf", patches=patch)}
+        for i, (name, (patch, _)) in enumerate(variants.items())
+    ]
+    reports = run_cases(cases, tmp_path)
+    assert_clean_errors(reports, limit_s=1.0)
+    for name, (_, needle) in variants.items():
+        expected = "UnsupportedModelError" if name.startswith("architecture") else "ModelFormatError"
+        assert reports[name]["type"] == expected, reports[name]
+        assert needle in reports[name]["message"], reports[name]
+    assert "gemma3" in reports["architecture falcon"]["message"]  # names what is supported
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tiny_vlm import write_gemma3_vlm
+
+    return write_gemma3_vlm(tmp_path_factory.mktemp("tiny-gemma3"))
+
+
+def folder_variant(source: Path, out: Path, weights: bytes | None = None, config: str | None = None) -> str:
+    """A copy of ``source`` with its weights or config.json replaced."""
+    out.mkdir()
+    for f in source.iterdir():
+        (out / f.name).write_bytes(f.read_bytes())
+    if weights is not None:
+        (out / "model.safetensors").write_bytes(weights)
+    if config is not None:
+        (out / "config.json").write_text(config)
+    return str(out)
+
+
+def test_hostile_safetensors_folders(tiny_folder: Path, tmp_path: Path) -> None:
+    """SafeTensors weights and config.json that would make the engine slice past the file,
+    allocate without bound, divide by zero or build an unknown model: each is refused before
+    the engine sees it, with a ModelFormatError (UnsupportedModelError for an unknown class)."""
+    raw = (tiny_folder / "model.safetensors").read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + n])
+    config = json.loads((tiny_folder / "config.json").read_text())
+
+    def with_header(h: dict[str, Any]) -> bytes:
+        text = json.dumps(h).encode()
+        return len(text).to_bytes(8, "little") + text + raw[8 + n :]
+
+    def with_config(path: tuple[str, ...], value: Any) -> str:
+        c = json.loads(json.dumps(config))
+        node = c
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = value
+        return json.dumps(c)
+
+    first = next(k for k in header if k != "__metadata__")
+    overlapping = json.loads(json.dumps(header))
+    overlapping[first]["data_offsets"][0] += 2
+    wrong_shape = json.loads(json.dumps(header))
+    wrong_shape[first]["shape"][0] += 1
+    weights: dict[str, tuple[bytes, str]] = {
+        **{
+            f"weights cut at {c}": (raw[:c], "")
+            for c in (0, 7, 8, 100, 8 + n - 1, 8 + n, (len(raw) + n) // 2, len(raw) - 1)
+        },
+        "header length 2^63": ((1 << 63).to_bytes(8, "little") + raw[8:], "limit"),
+        "header length past the file": ((len(raw)).to_bytes(8, "little") + raw[8:], "truncated"),
+        "header not JSON": (raw[:8] + b"\xff" * n + raw[8 + n :], "not UTF-8"),
+        "overlapping tensors": (with_header(overlapping), ""),
+        "shape and bytes disagree": (with_header(wrong_shape), "do not hold"),
+        "trailing bytes": (raw + b"\0" * 64, "holds"),
+    }
+    configs: dict[str, tuple[str, str]] = {
+        "unknown model class": (with_config(("architectures",), ["BertModel"]), "`BertModel`"),
+        "zero attention heads": (with_config(("text_config", "num_attention_heads"), 0), "num_attention_heads"),
+        "2^40 positions": (with_config(("text_config", "max_position_embeddings"), 1 << 40), "max_position_embeddings"),
+        "negative vocabulary": (with_config(("text_config", "vocab_size"), -5), "vocab_size"),
+        "zero patch size": (with_config(("vision_config", "patch_size"), 0), "patch_size"),
+        "heads do not divide": (with_config(("text_config", "num_key_value_heads"), 3), "key/value heads"),
+        "config not JSON": ('{"architectures": ["Gemma3ForConditionalGeneration"', "not valid JSON"),
+        "config of 20 MB": (json.dumps(config) + " " * (20 << 20), "bytes"),
+    }
+    cases = [
+        {"name": name, "kind": "load", "path": folder_variant(tiny_folder, tmp_path / f"w{i}", weights=data)}
+        for i, (name, (data, _)) in enumerate(weights.items())
+    ] + [
+        {"name": name, "kind": "load", "path": folder_variant(tiny_folder, tmp_path / f"c{i}", config=text)}
+        for i, (name, (text, _)) in enumerate(configs.items())
+    ]
+    reports = run_cases(cases, tmp_path)
+    assert len(reports) == len(weights) + len(configs)
+    assert_clean_errors(reports, limit_s=2.0)
+    for name, (_, needle) in {**weights, **configs}.items():
+        expected = "UnsupportedModelError" if name == "unknown model class" else "ModelFormatError"
+        assert reports[name]["type"] == expected, reports[name]
+        assert needle in reports[name]["message"], reports[name]

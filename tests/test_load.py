@@ -12,6 +12,7 @@ from pcai_inference import (
     BackendType,
     GenerationError,
     InferenceBackend,
+    ModelClosedError,
     ModelFormatError,
     ModelNotFoundError,
     ModelNotLoadedError,
@@ -123,15 +124,17 @@ def test_unload_then_generate_then_reload(model_path: Path, tmp_path: Path) -> N
     assert not b.is_loaded
 
 
-def test_unloading_during_a_generation_ends_it_with_generation_error(model_path: Path) -> None:
+def test_unloading_during_a_generation_ends_it_with_model_closed_error(model_path: Path) -> None:
     b = BackendType.MISTRALRS.create(device="cpu")
     b.load_model(model_path)
     stream = b.generate_stream("Once upon a time", max_tokens=5000, temperature=0.0)
     next(stream)
     b.unload()
-    with pytest.raises(GenerationError, match="load the model again"):
+    with pytest.raises(ModelClosedError, match="unloaded while this generation ran; load it again"):
         for _ in stream:
             pass
+    # Still a GenerationError for code written before ModelClosedError existed.
+    assert issubclass(ModelClosedError, GenerationError)
 
 
 def test_max_context_caps_requests_and_keeps_greedy_output(backend: InferenceBackend, model_path: Path) -> None:

@@ -25,10 +25,12 @@ from .errors import (  # noqa: E402
     GenerationError,
     InvalidImageError,
     InvalidRequestError,
+    ModelClosedError,
     ModelFormatError,
     ModelNotFoundError,
     ModelNotLoadedError,
     PcaiError,
+    UnsupportedModelError,
 )
 from .hub_settings import ProgressCallback  # noqa: E402
 from .info import build_info  # noqa: E402
@@ -67,6 +69,7 @@ __all__ = [
     "InvalidImageError",
     "InvalidRequestError",
     "MistralRsBackend",
+    "ModelClosedError",
     "ModelFormatError",
     "ModelNotFoundError",
     "ModelNotLoadedError",
@@ -77,6 +80,7 @@ __all__ = [
     "Timings",
     "TokenStream",
     "Tokenizer",
+    "UnsupportedModelError",
     "build_info",
     "default_model_path",
 ]

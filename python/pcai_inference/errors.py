@@ -12,10 +12,12 @@ __all__ = [
     "GenerationError",
     "InvalidImageError",
     "InvalidRequestError",
+    "ModelClosedError",
     "ModelFormatError",
     "ModelNotFoundError",
     "ModelNotLoadedError",
     "PcaiError",
+    "UnsupportedModelError",
 ]
 
 
@@ -29,6 +31,11 @@ class ModelNotFoundError(PcaiError, FileNotFoundError):
 
 class ModelFormatError(PcaiError):
     """The file or folder is not a model the engine can load (wrong format, truncated, ...)."""
+
+
+class UnsupportedModelError(ModelFormatError):
+    """The file is a well-formed model of an architecture this engine cannot run (the message
+    names it and the supported ones)."""
 
 
 class DeviceError(PcaiError):
@@ -61,6 +68,10 @@ class ModelNotLoadedError(PcaiError):
 
 class GenerationError(PcaiError):
     """The engine failed while generating."""
+
+
+class ModelClosedError(GenerationError):
+    """``unload()`` ran while this generation was running; load the model again to generate."""
 
 
 class DownloadError(PcaiError, ConnectionError):
