@@ -102,17 +102,84 @@ fn invalid_audio(message: String) -> Failure {
     Failure::invalid(message)
 }
 
-/// Decodes an encoded sound (WAV, FLAC, MP3, Ogg Vorbis, ...).
+/// The highest sample rate we take (hardware goes to 384 kHz).
+const MAX_SAMPLE_RATE: u32 = 384_000;
+
+/// Decodes an encoded sound (WAV, FLAC, MP3, Ogg Vorbis, ...), packet by packet, stopping
+/// as soon as it passes `MAX_AUDIO_SECONDS`: compressed audio can expand a thousandfold (a
+/// FLAC of silence), so the length is never trusted before decoding, and never decoded past.
 pub fn decode_audio(what: &str, bytes: &[u8]) -> Outcome<AudioInput> {
+    use symphonia::core::audio::SampleBuffer;
+    use symphonia::core::codecs::DecoderOptions;
+    use symphonia::core::errors::Error as AudioError;
+    use symphonia::core::formats::FormatOptions;
+    use symphonia::core::io::MediaSourceStream;
+    use symphonia::core::meta::MetadataOptions;
+    use symphonia::core::probe::Hint;
+
     if bytes.is_empty() {
         return Err(invalid_audio(format!("{what} is empty")));
     }
-    let audio = AudioInput::from_bytes(bytes).map_err(|e| {
+    let unknown = |e: &dyn std::fmt::Display| {
         invalid_audio(format!(
             "{what} is not a sound in a known format (WAV, FLAC, MP3, Ogg Vorbis): {e}"
         ))
-    })?;
-    check_audio(what, audio)
+    };
+    let source = MediaSourceStream::new(
+        Box::new(std::io::Cursor::new(bytes.to_vec())),
+        Default::default(),
+    );
+    let probed = symphonia::default::get_probe()
+        .format(
+            &Hint::new(),
+            source,
+            &FormatOptions::default(),
+            &MetadataOptions::default(),
+        )
+        .map_err(|e| unknown(&e))?;
+    let mut format = probed.format;
+    let track = format
+        .default_track()
+        .ok_or_else(|| unknown(&"it has no audio track"))?;
+    let params = track.codec_params.clone();
+    let sample_rate = params
+        .sample_rate
+        .filter(|r| (1..=MAX_SAMPLE_RATE).contains(r))
+        .ok_or_else(|| unknown(&"its sample rate is missing or past 384 kHz"))?;
+    let channels = params.channels.map_or(1, |c| c.count()).clamp(1, 64) as u16;
+    let max_samples = MAX_AUDIO_SECONDS * u64::from(sample_rate) * u64::from(channels);
+    let mut decoder = symphonia::default::get_codecs()
+        .make(&params, &DecoderOptions::default())
+        .map_err(|e| unknown(&e))?;
+    let mut samples: Vec<f32> = Vec::new();
+    loop {
+        let packet = match format.next_packet() {
+            Ok(packet) => packet,
+            Err(AudioError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+            Err(e) => return Err(unknown(&e)),
+        };
+        let decoded = decoder.decode(&packet).map_err(|e| unknown(&e))?;
+        let mut buffer = SampleBuffer::<f32>::new(decoded.capacity() as u64, *decoded.spec());
+        buffer.copy_interleaved_ref(decoded);
+        if (samples.len() + buffer.samples().len()) as u64 > max_samples {
+            return Err(too_long(what));
+        }
+        samples.extend_from_slice(buffer.samples());
+    }
+    check_audio(
+        what,
+        AudioInput {
+            samples,
+            sample_rate,
+            channels,
+        },
+    )
+}
+
+fn too_long(what: &str) -> Failure {
+    invalid_audio(format!(
+        "{what} is longer than {MAX_AUDIO_SECONDS} seconds: cut it into pieces"
+    ))
 }
 
 /// Sound from raw float samples (interleaved when there are several channels).
@@ -143,9 +210,7 @@ fn check_audio(what: &str, audio: AudioInput) -> Outcome<AudioInput> {
         return Err(invalid_audio(format!("{what} holds no sound")));
     }
     if frames > MAX_AUDIO_SECONDS * u64::from(audio.sample_rate) {
-        return Err(invalid_audio(format!(
-            "{what} is longer than {MAX_AUDIO_SECONDS} seconds: cut it into pieces"
-        )));
+        return Err(too_long(what));
     }
     if audio.samples.iter().any(|s| !s.is_finite()) {
         return Err(invalid_audio(format!(

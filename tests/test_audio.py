@@ -100,6 +100,62 @@ def test_bad_audio_is_explained(voxtral: InferenceBackend, part: AudioPart, mess
     assert first_logprob(voxtral, AudioPart(wav_bytes(pcm16("tone")))) < 0
 
 
+def _crc8(data: bytes) -> int:
+    crc = 0
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x07) & 0xFF if crc & 0x80 else (crc << 1) & 0xFF
+    return crc
+
+
+def _crc16(data: bytes) -> int:
+    crc = 0
+    for byte in data:
+        crc ^= byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x8005) & 0xFFFF if crc & 0x8000 else (crc << 1) & 0xFFFF
+    return crc
+
+
+def _utf8_number(n: int) -> bytes:
+    """FLAC's frame number coding (UTF-8's, for numbers below 2^16 here)."""
+    if n < 0x80:
+        return bytes([n])
+    if n < 0x800:
+        return bytes([0xC0 | n >> 6, 0x80 | n & 0x3F])
+    return bytes([0xE0 | n >> 12, 0x80 | n >> 6 & 0x3F, 0x80 | n & 0x3F])
+
+
+def flac_of_silence(frames: int, rate: int = VOXTRAL_SAMPLE_RATE, block: int = 65535) -> bytes:
+    """A valid FLAC stream of ``frames`` blocks of silence, each stored as one constant: about
+    14 bytes per 65,535 samples, the way a compression bomb packs hours into kilobytes."""
+    info = (
+        block.to_bytes(2, "big") * 2
+        + bytes(6)  # frame sizes unknown
+        + ((rate << 44) | (0 << 41) | (15 << 36) | frames * block).to_bytes(8, "big")
+        + bytes(16)
+    )
+    out = b"fLaC" + bytes([0x80, 0, 0, len(info)]) + info
+    for i in range(frames):
+        head = b"\xff\xf8\x70\x08" + _utf8_number(i) + (block - 1).to_bytes(2, "big")
+        head += bytes([_crc8(head)])
+        body = head + b"\x00\x00\x00"  # CONSTANT subframe, sample 0
+        out += body + _crc16(body).to_bytes(2, "big")
+    return out
+
+
+def test_a_compressed_sound_bomb_is_refused_without_decoding_it_all(voxtral: InferenceBackend) -> None:
+    """230 KB of FLAC that decodes to 19 hours (4.4 GB of float samples): refused as longer than an
+    hour once decoding passes the hour, not after holding it all."""
+    bomb = flac_of_silence(16_700)
+    assert len(bomb) < 300_000
+    with pytest.raises(InvalidRequestError, match="longer than 3600 seconds"):
+        first_logprob(voxtral, AudioPart(bomb))
+    # A short stream of the same kind decodes and is heard.
+    assert first_logprob(voxtral, AudioPart(flac_of_silence(2))) < 0
+
+
 def test_models_without_audio_refuse_it(backend: InferenceBackend, voxtral: InferenceBackend) -> None:
     with pytest.raises(InvalidRequestError, match="this model reads text only; it cannot take audio"):
         first_logprob(backend, AudioPart(wav_bytes(pcm16("tone"))))

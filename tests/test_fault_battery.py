@@ -37,6 +37,7 @@ def run_cases(cases: list[dict[str, Any]], tmp_path: Path, timeout: float = 600)
     assert not crashed and lines and lines[-1]["outcome"] == "finished", (
         f"the child process died (exit {proc.returncode}) during case {crashed[:1]}: {proc.stderr[-2000:]}"
     )
+    print(f"fault battery: {len(done)} of {len(cases)} cases ran to an answer")
     return done
 
 
