@@ -166,14 +166,7 @@ pub fn decode_audio(what: &str, bytes: &[u8]) -> Outcome<AudioInput> {
         }
         samples.extend_from_slice(buffer.samples());
     }
-    check_audio(
-        what,
-        AudioInput {
-            samples,
-            sample_rate,
-            channels,
-        },
-    )
+    checked_audio(what, samples, sample_rate, channels)
 }
 
 fn too_long(what: &str) -> Failure {
@@ -194,17 +187,21 @@ pub fn raw_audio(what: &str, bytes: &[u8], sample_rate: u32, channels: u16) -> O
         .chunks_exact(4)
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
         .collect();
-    check_audio(
-        what,
-        AudioInput {
-            samples,
-            sample_rate,
-            channels,
-        },
-    )
+    checked_audio(what, samples, sample_rate, channels)
 }
 
-fn check_audio(what: &str, audio: AudioInput) -> Outcome<AudioInput> {
+/// The sound, if it has some, is at most `MAX_AUDIO_SECONDS` long and holds only numbers.
+fn checked_audio(
+    what: &str,
+    samples: Vec<f32>,
+    sample_rate: u32,
+    channels: u16,
+) -> Outcome<AudioInput> {
+    let audio = AudioInput {
+        samples,
+        sample_rate,
+        channels,
+    };
     let frames = audio.samples.len() as u64 / u64::from(audio.channels.max(1));
     if audio.sample_rate == 0 || frames == 0 {
         return Err(invalid_audio(format!("{what} holds no sound")));

@@ -347,6 +347,9 @@ mod tests {
         );
     }
 
+    /// A SafeTensors file with no tensors: the 8-byte length of the header `{}`, then it.
+    const EMPTY_SAFETENSORS: &str = "\u{2}\0\0\0\0\0\0\0{}";
+
     fn folder(files: &[(&str, &str)]) -> PathBuf {
         let dir = std::env::temp_dir().join(format!(
             "pcai-folder-test-{}-{:?}",
@@ -375,7 +378,7 @@ mod tests {
                     "chat_template":[{"name":"tool_use","template":"T"},{"name":"default","template":"D"}]}"#,
             ),
             ("tokenizer.json", "{}"),
-            ("model.safetensors", ""),
+            ("model.safetensors", EMPTY_SAFETENSORS),
         ]);
         let m = inspect_folder(&dir).unwrap();
         assert_eq!(m.architecture, "LlamaForCausalLM");
@@ -393,9 +396,20 @@ mod tests {
         let e = inspect_folder(&dir).unwrap_err().to_string();
         assert!(e.contains("config.json"), "{e}");
         std::fs::write(dir.join("config.json"), r#"{"architectures":["X"]}"#).unwrap();
+        let e = inspect_folder(&dir).unwrap_err();
+        assert_eq!(e.kind, FailureKind::UnsupportedModel);
+        assert!(e.message.contains("`X`"), "{e}");
+        std::fs::write(
+            dir.join("config.json"),
+            r#"{"architectures":["LlamaForCausalLM"]}"#,
+        )
+        .unwrap();
         let e = inspect_folder(&dir).unwrap_err().to_string();
         assert!(e.contains(".safetensors"), "{e}");
         std::fs::write(dir.join("model.safetensors"), "").unwrap();
+        let e = inspect_folder(&dir).unwrap_err().to_string();
+        assert!(e.contains("too few for a SafeTensors header"), "{e}");
+        std::fs::write(dir.join("model.safetensors"), EMPTY_SAFETENSORS).unwrap();
         let e = inspect_folder(&dir).unwrap_err().to_string();
         assert!(e.contains("tokenizer.json"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();

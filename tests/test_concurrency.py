@@ -69,17 +69,23 @@ def test_gil_is_released_during_generate(backend: InferenceBackend) -> None:
     assert ticks >= 100 * elapsed, f"{ticks} ticks in {elapsed:.2f}s"
 
 
-@pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="POSIX signals")
-def test_ctrl_c_interrupts_a_blocking_generate(backend: InferenceBackend) -> None:
+def interrupt_after(seconds: float) -> list[float]:
+    """Sends SIGINT to this (the main) thread after ``seconds``; the list receives the time."""
     main = threading.get_ident()
     sent_at: list[float] = []
 
     def interrupt() -> None:
-        time.sleep(0.5)
+        time.sleep(seconds)
         sent_at.append(time.monotonic())
         signal.pthread_kill(main, signal.SIGINT)
 
     threading.Thread(target=interrupt).start()
+    return sent_at
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="POSIX signals")
+def test_ctrl_c_interrupts_a_blocking_generate(backend: InferenceBackend) -> None:
+    sent_at = interrupt_after(0.5)
     with pytest.raises(KeyboardInterrupt):
         backend.generate("Once upon a time", max_tokens=5000, temperature=0.0)
     delay = time.monotonic() - sent_at[0]
@@ -96,16 +102,8 @@ def test_ctrl_c_interrupts_a_long_prefill(backend: InferenceBackend) -> None:
     expected = backend.generate("Hello", max_tokens=3, temperature=0.0).text
     prompt = "word " * 1500
     assert len(backend.tokenize(prompt)) > 1400
-    main = threading.get_ident()
-    sent_at: list[float] = []
-
-    def interrupt() -> None:
-        time.sleep(1.0)
-        sent_at.append(time.monotonic())
-        signal.pthread_kill(main, signal.SIGINT)
-
-    threading.Thread(target=interrupt).start()
     start = time.monotonic()
+    sent_at = interrupt_after(1.0)
     with pytest.raises(KeyboardInterrupt):
         backend.generate(prompt, max_tokens=5, temperature=0.0)
     delay = time.monotonic() - sent_at[0]
