@@ -63,25 +63,38 @@ pub fn is_supported_class(class: &str) -> bool {
     SUPPORTED_CLASSES.contains(&class)
 }
 
-/// Whole-number settings and the largest value each may take (all must be at least 1; `null`
-/// means the engine's default, as in some published configs' `head_dim`).
-const SIZES: &[(&str, u64)] = &[
-    ("hidden_size", 1 << 20),
-    ("intermediate_size", 1 << 22),
-    ("num_hidden_layers", 4_096),
-    ("num_attention_heads", 1 << 16),
-    ("num_key_value_heads", 1 << 16),
-    ("head_dim", 1 << 16),
-    ("vocab_size", 1 << 24),
-    ("max_position_embeddings", 1 << 24),
-    ("num_local_experts", 1 << 16),
-    ("num_experts", 1 << 16),
-    ("num_experts_per_tok", 1 << 16),
-    ("image_size", 1 << 16),
-    ("patch_size", 1 << 16),
-    ("spatial_merge_size", 1 << 10),
-    ("sliding_window", 1 << 24),
+/// Whole-number settings: the smallest and largest value each may take. `null` means the
+/// engine's default (as in some published configs' `head_dim`); a list gives one value per
+/// layer (Gemma 3n's `intermediate_size`), each in range. Expert counts may be 0 (a dense
+/// model of a mixture-of-experts family, e.g. Granite 4.0 micro).
+const SIZES: &[(&str, u64, u64)] = &[
+    ("hidden_size", 1, 1 << 20),
+    ("intermediate_size", 1, 1 << 22),
+    ("num_hidden_layers", 1, 4_096),
+    ("num_attention_heads", 1, 1 << 16),
+    ("num_key_value_heads", 1, 1 << 16),
+    ("head_dim", 1, 1 << 16),
+    ("vocab_size", 1, 1 << 24),
+    ("max_position_embeddings", 1, 1 << 24),
+    ("num_local_experts", 0, 1 << 16),
+    ("num_experts", 0, 1 << 16),
+    ("num_experts_per_tok", 0, 1 << 16),
+    ("image_size", 1, 1 << 16),
+    ("patch_size", 1, 1 << 16),
+    ("spatial_merge_size", 1, 1 << 10),
+    ("sliding_window", 1, 1 << 24),
 ];
+
+/// At most this many characters of a refused value go into a message.
+const SHOWN_VALUE_CHARS: usize = 60;
+
+fn shown(value: &Value) -> String {
+    let text = value.to_string();
+    match text.char_indices().nth(SHOWN_VALUE_CHARS) {
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+        None => text,
+    }
+}
 
 /// Real-number settings that must be finite and positive.
 const POSITIVE_REALS: &[&str] = &["rms_norm_eps", "layer_norm_eps", "rope_theta"];
@@ -124,19 +137,24 @@ fn check_numbers(config: &Value, place: &str, depth: usize) -> Result<(), String
     };
     let bad = |key: &str, why: String| format!("{place}: `{key}` {why}");
     let size = |key: &str| object.get(key).and_then(Value::as_u64);
-    for (key, max) in SIZES {
+    for (key, min, max) in SIZES {
         let Some(value) = object.get(*key) else {
             continue;
         };
-        match value.as_u64() {
-            Some(v) if (1..=*max).contains(&v) => {}
-            _ if value.is_null() => {}
-            _ => {
-                return Err(bad(
-                    key,
-                    format!("is {value}; it must be a whole number from 1 to {max}"),
-                ))
-            }
+        let in_range = |v: &Value| v.as_u64().is_some_and(|v| (*min..=*max).contains(&v));
+        let ok = match value {
+            Value::Null => true,
+            Value::Array(per_layer) => !per_layer.is_empty() && per_layer.iter().all(in_range),
+            single => in_range(single),
+        };
+        if !ok {
+            return Err(bad(
+                key,
+                format!(
+                    "is {}; it must be a whole number from {min} to {max} (or a list of them, one per layer)",
+                    shown(value)
+                ),
+            ));
         }
     }
     for key in POSITIVE_REALS {
@@ -211,6 +229,11 @@ mod tests {
     #[test]
     fn a_sane_config_passes() {
         check_config(&llama()).unwrap();
+        // Real shapes: per-layer sizes (Gemma 3n), dense models of expert families
+        // (Granite 4.0 micro), defaults left null.
+        check_config(&with("intermediate_size", json!([128, 256]))).unwrap();
+        check_config(&with("num_local_experts", json!(0))).unwrap();
+        check_config(&with("head_dim", Value::Null)).unwrap();
         let text = serde_json::to_vec(&llama()).unwrap();
         assert_eq!(check_config_json(&text).unwrap(), llama());
         assert!(is_supported_class("LlamaForCausalLM"));
@@ -236,6 +259,10 @@ mod tests {
             assert!(e.contains(key) || e.contains("heads"), "{key}={value}: {e}");
             assert!(e.contains(needle), "{key}={value}: {e}");
         }
+        let e = check_config(&with("intermediate_size", json!([128, 0]))).unwrap_err();
+        assert!(e.contains("one per layer"), "{e}");
+        let e = check_config(&with("intermediate_size", json!(vec![0; 1000]))).unwrap_err();
+        assert!(e.len() < 300, "{e}");
         let e = check_config(&with("hidden_size", json!(66))).unwrap_err();
         assert!(e.contains("does not split"), "{e}");
         let mut c = llama();

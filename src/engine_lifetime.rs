@@ -45,11 +45,10 @@ impl<T: ?Sized> EngineWatch<T> {
         Self(Arc::downgrade(held))
     }
 
-    /// Waits until the engine has dropped the model, at most `limit`. True if it has.
-    pub fn wait_gone(&self, limit: Duration) -> bool {
-        let started = Instant::now();
+    /// Waits until the engine has dropped the model, at most until `deadline`. True if it has.
+    pub fn wait_gone(&self, deadline: Instant) -> bool {
         while self.0.strong_count() > 0 {
-            if started.elapsed() > limit {
+            if Instant::now() > deadline {
                 return false;
             }
             std::thread::sleep(Duration::from_millis(5));
@@ -77,14 +76,16 @@ impl IdleTrim {
 impl Drop for InFlight {
     fn drop(&mut self) {
         if self.0.fetch_sub(1, Ordering::SeqCst) == 1 {
-            release_free_memory();
-            // The engine frees a finished sequence just after answering it: trim again once
-            // that is done, if nothing new started meanwhile.
+            // Off the runtime's two workers (a trim of a large heap takes milliseconds). The
+            // engine frees a finished sequence just after answering it: trim again once that
+            // is done, if nothing new started meanwhile.
             let count = self.0.clone();
-            crate::runtime::runtime().spawn(async move {
+            let runtime = crate::runtime::runtime();
+            runtime.spawn_blocking(release_free_memory);
+            runtime.spawn(async move {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 if count.load(Ordering::SeqCst) == 0 {
-                    release_free_memory();
+                    let _ = tokio::task::spawn_blocking(release_free_memory).await;
                 }
             });
         }
@@ -97,7 +98,9 @@ pub struct EngineThreads(Vec<u32>);
 
 impl EngineThreads {
     /// Runs `start` and notes the threads it created (tokio's workers aside: they end with
-    /// the engine thread that owns them).
+    /// the engine thread that owns them). Threads another caller starts meanwhile are noted
+    /// too; if one of those exits first, the wait ends early and only that trim comes too
+    /// soon (the next idle trim returns the memory).
     pub fn created_by<R>(start: impl FnOnce() -> R) -> (R, Self) {
         let before = thread_ids();
         let out = start();
@@ -109,19 +112,18 @@ impl EngineThreads {
         (out, Self(created))
     }
 
-    /// Waits, at most `limit`, until one of the noted threads has exited (the engine's; the
+    /// Waits, at most until `deadline`, until one of the noted threads has exited (the engine's; the
     /// logger's never does). True if one has, or if none were noted.
-    pub fn wait_one_exited(&self, limit: Duration) -> bool {
+    pub fn wait_one_exited(&self, deadline: Instant) -> bool {
         if self.0.is_empty() {
             return true;
         }
-        let started = Instant::now();
         loop {
             let alive = thread_ids();
             if self.0.iter().any(|t| !alive.contains(t)) {
                 return true;
             }
-            if started.elapsed() > limit {
+            if Instant::now() > deadline {
                 return false;
             }
             std::thread::sleep(Duration::from_millis(5));
@@ -194,12 +196,12 @@ mod tests {
     fn waits_for_the_last_holder() {
         let held = Arc::new(vec![0u8; 16]);
         let watch = EngineWatch::new(&held);
-        assert!(!watch.wait_gone(Duration::from_millis(20)));
+        assert!(!watch.wait_gone(Instant::now() + Duration::from_millis(20)));
         let other = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(30));
             drop(held);
         });
-        assert!(watch.wait_gone(Duration::from_secs(5)));
+        assert!(watch.wait_gone(Instant::now() + Duration::from_secs(5)));
         other.join().unwrap();
     }
 
@@ -211,10 +213,10 @@ mod tests {
         std::thread::sleep(Duration::from_millis(20));
         if cfg!(target_os = "linux") {
             assert_eq!(threads.0.len(), 1);
-            assert!(!threads.wait_one_exited(Duration::from_millis(20)));
+            assert!(!threads.wait_one_exited(Instant::now() + Duration::from_millis(20)));
         }
         stop_tx.send(()).unwrap();
         handle.join().unwrap().unwrap();
-        assert!(threads.wait_one_exited(Duration::from_secs(5)));
+        assert!(threads.wait_one_exited(Instant::now() + Duration::from_secs(5)));
     }
 }

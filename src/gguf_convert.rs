@@ -171,7 +171,9 @@ fn gemma3_config(c: &Content, vocab: &GgufVocab) -> Result<serde_json::Value, St
         "attention_bias": false,
         "bos_token_id": vocab.bos_id,
         "eos_token_id": vocab.eos_id,
-        "pad_token_id": opt(c, "tokenizer.ggml.padding_token_id", |v| v.to_u32()),
+        // A hint only (some converters write -1 or the vocabulary size): kept when it names a token.
+        "pad_token_id": opt(c, "tokenizer.ggml.padding_token_id", |v| v.to_u32())
+            .filter(|&id| (id as usize) < vocab.tokens.len()),
         "torch_dtype": "float32",
     }))
 }

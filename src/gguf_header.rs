@@ -52,15 +52,14 @@ const REQUIRED_HYPERPARAMETERS: &[(&str, u64)] = &[
     ("context_length", 1 << 24),
 ];
 
-/// Token-id metadata; each must name an entry of the vocabulary.
+/// Token-id metadata the loaders read (the engine indexes the vocabulary with them); each
+/// must name an entry of it. Other ids (padding, separator, end of turn) are only hints:
+/// converters write -1 or the vocabulary size there, and llama.cpp ignores such values, so
+/// they are skipped here and ignored later.
 const TOKEN_ID_KEYS: &[&str] = &[
     "tokenizer.ggml.bos_token_id",
     "tokenizer.ggml.eos_token_id",
     "tokenizer.ggml.unknown_token_id",
-    "tokenizer.ggml.padding_token_id",
-    "tokenizer.ggml.seperator_token_id",
-    "tokenizer.ggml.eot_token_id",
-    "tokenizer.ggml.eom_token_id",
 ];
 
 /// Tokenizer arrays that hold one entry per token.
@@ -702,13 +701,21 @@ mod tests {
     fn token_ids_must_be_inside_the_vocabulary() {
         for key in [
             "tokenizer.ggml.bos_token_id",
-            "tokenizer.ggml.padding_token_id",
+            "tokenizer.ggml.unknown_token_id",
         ] {
             let e = model_check(&with(model_kvs(), key, V::U32(3)), &[2, 3]).unwrap_err();
             assert!(
                 e.contains(key) && e.contains("outside the vocabulary of 3"),
                 "{e}"
             );
+        }
+        // Hints the loaders never read may hold anything converters write.
+        for value in [V::I32(-1), V::U32(3), V::U32(u32::MAX)] {
+            model_check(
+                &with(model_kvs(), "tokenizer.ggml.padding_token_id", value),
+                &[2, 3],
+            )
+            .unwrap();
         }
         let e = model_check(
             &with(model_kvs(), "tokenizer.ggml.eos_token_id", V::I32(-1)),

@@ -105,6 +105,10 @@ fn invalid_audio(message: String) -> Failure {
 /// The highest sample rate we take (hardware goes to 384 kHz).
 const MAX_SAMPLE_RATE: u32 = 384_000;
 
+/// The most samples (all channels together) decoded from one sound: an hour of 48 kHz stereo
+/// (1.4 GB as floats). The hour limit alone would allow 44 GB for an 8-channel 384 kHz header.
+const MAX_DECODED_SAMPLES: u64 = MAX_AUDIO_SECONDS * 48_000 * 2;
+
 /// Decodes an encoded sound (WAV, FLAC, MP3, Ogg Vorbis, ...), packet by packet, stopping
 /// as soon as it passes `MAX_AUDIO_SECONDS`: compressed audio can expand a thousandfold (a
 /// FLAC of silence), so the length is never trusted before decoding, and never decoded past.
@@ -147,7 +151,9 @@ pub fn decode_audio(what: &str, bytes: &[u8]) -> Outcome<AudioInput> {
         .filter(|r| (1..=MAX_SAMPLE_RATE).contains(r))
         .ok_or_else(|| unknown(&"its sample rate is missing or past 384 kHz"))?;
     let channels = params.channels.map_or(1, |c| c.count()).clamp(1, 64) as u16;
-    let max_samples = MAX_AUDIO_SECONDS * u64::from(sample_rate) * u64::from(channels);
+    let max_samples =
+        (MAX_AUDIO_SECONDS * u64::from(sample_rate) * u64::from(channels)).min(MAX_DECODED_SAMPLES);
+    let track_id = track.id;
     let mut decoder = symphonia::default::get_codecs()
         .make(&params, &DecoderOptions::default())
         .map_err(|e| unknown(&e))?;
@@ -158,12 +164,18 @@ pub fn decode_audio(what: &str, bytes: &[u8]) -> Outcome<AudioInput> {
             Err(AudioError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
             Err(e) => return Err(unknown(&e)),
         };
+        if packet.track_id() != track_id {
+            continue;
+        }
         let decoded = decoder.decode(&packet).map_err(|e| unknown(&e))?;
         let mut buffer = SampleBuffer::<f32>::new(decoded.capacity() as u64, *decoded.spec());
         buffer.copy_interleaved_ref(decoded);
         if (samples.len() + buffer.samples().len()) as u64 > max_samples {
             return Err(too_long(what));
         }
+        samples
+            .try_reserve(buffer.samples().len())
+            .map_err(|_| invalid_audio(format!("{what}: not enough memory to decode it")))?;
         samples.extend_from_slice(buffer.samples());
     }
     checked_audio(what, samples, sample_rate, channels)

@@ -580,8 +580,8 @@ impl LoadedModel {
         let watch = self.engine_watch.clone();
         let threads = self.engine_threads.clone();
         drop(self);
-        let limit = std::time::Duration::from_secs(60);
-        if !(watch.wait_gone(limit) && threads.wait_one_exited(limit)) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        if !(watch.wait_gone(deadline) && threads.wait_one_exited(deadline)) {
             tracing::warn!("the engine had not freed the model a minute after unload()");
         }
         release_free_memory();

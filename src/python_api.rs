@@ -35,6 +35,23 @@ pub struct NativeModel {
     model: Mutex<Option<Arc<LoadedModel>>>,
 }
 
+/// A model dropped without `unload()` (its backend garbage-collected) is freed the same way,
+/// on a thread of its own so that the drop, which may hold the GIL, does not wait.
+impl Drop for NativeModel {
+    fn drop(&mut self) {
+        let model = self
+            .model
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(model) = model {
+            let _ = std::thread::Builder::new()
+                .name("pcai-unload".into())
+                .spawn(move || model.close());
+        }
+    }
+}
+
 impl NativeModel {
     fn get(&self) -> PyResult<Arc<LoadedModel>> {
         lock(&self.model).clone().ok_or_else(not_loaded).py()

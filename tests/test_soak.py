@@ -7,9 +7,11 @@ load while threads generate, and repeated load/unload cycles.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -79,6 +81,25 @@ def test_load_unload_cycles_give_memory_back(model_path: Path) -> None:
     print(f"{CYCLES} load/unload cycles: RSS {baseline:.0f} MiB after the first, {growth:+.0f} after the last")
     assert len(set(texts)) == 1
     assert growth < CYCLE_SLACK_MIB
+
+
+def test_a_backend_dropped_without_unload_frees_its_model(model_path: Path) -> None:
+    """Garbage-collecting a loaded backend frees the model and returns the memory, as
+    unload() would (on a thread of its own, so the collector does not wait)."""
+    before = rss_mib()
+    b = BackendType.MISTRALRS.create(device="cpu")
+    b.load_model(model_path, max_context=2048)
+    b.generate(request(0))
+    loaded = rss_mib()
+    del b
+    gc.collect()
+    deadline = time.monotonic() + 30
+    while rss_mib() > before + CYCLE_SLACK_MIB and time.monotonic() < deadline:
+        time.sleep(0.1)
+    print(
+        f"dropped backend: RSS {before:.0f} MiB before, {loaded - before:+.0f} loaded, {rss_mib() - before:+.0f} after"
+    )
+    assert rss_mib() - before < CYCLE_SLACK_MIB
 
 
 def test_unload_while_threads_generate(model_path: Path) -> None:
