@@ -8,7 +8,8 @@
 
 use serde_json::Value;
 
-/// The largest `config.json` (or other model JSON) read: real ones are a few kilobytes.
+/// The largest `config.json` (or other model JSON) read, by `safetensors_folder`: real ones
+/// are a few kilobytes.
 pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
 
 /// Model classes (`architectures[0]`) mistralrs 0.8.1 builds from SafeTensors: its text
@@ -101,20 +102,6 @@ const POSITIVE_REALS: &[&str] = &["rms_norm_eps", "layer_norm_eps", "rope_theta"
 
 /// How deep sub-configurations (`text_config`, `vision_config`, ...) are checked.
 const MAX_DEPTH: usize = 4;
-
-/// Parses and checks `config.json` text.
-pub fn check_config_json(text: &[u8]) -> Result<Value, String> {
-    if text.len() as u64 > MAX_CONFIG_BYTES {
-        return Err(format!(
-            "config.json has {} bytes, more than the {MAX_CONFIG_BYTES} a model configuration may have",
-            text.len()
-        ));
-    }
-    let config: Value =
-        serde_json::from_slice(text).map_err(|e| format!("config.json is not valid JSON: {e}"))?;
-    check_config(&config)?;
-    Ok(config)
-}
 
 /// Checks a parsed `config.json`: its model class names (not whether the engine has it; see
 /// `is_supported_class`) and the numbers of it and its sub-configurations.
@@ -234,8 +221,6 @@ mod tests {
         check_config(&with("intermediate_size", json!([128, 256]))).unwrap();
         check_config(&with("num_local_experts", json!(0))).unwrap();
         check_config(&with("head_dim", Value::Null)).unwrap();
-        let text = serde_json::to_vec(&llama()).unwrap();
-        assert_eq!(check_config_json(&text).unwrap(), llama());
         assert!(is_supported_class("LlamaForCausalLM"));
         assert!(!is_supported_class("BertModel"));
     }
@@ -282,12 +267,5 @@ mod tests {
         assert!(check_config(&json!({"architectures": []}))
             .unwrap_err()
             .contains("no `architectures`"));
-        assert!(check_config_json(b"{\"a\": [[[[")
-            .unwrap_err()
-            .contains("JSON"));
-        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
-        assert!(check_config_json(deep.as_bytes())
-            .unwrap_err()
-            .contains("JSON"));
     }
 }

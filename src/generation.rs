@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tokenizers::Tokenizer;
 
-use crate::failure::{Failure, FailureKind, Outcome};
+use crate::failure::{Failure, Outcome};
 use crate::params::GenerationParams;
 use crate::request::{TapEvent, TokenTap};
 use crate::text_stream::{Decode, IncrementalDecoder, Matched, StopMatcher};
@@ -167,13 +167,10 @@ impl Generation {
                     };
                     return Ok(self.finish(reason));
                 }
-                TapEvent::EngineFailed { message, kind } => {
+                TapEvent::EngineFailed(failure) => {
                     self.done = true;
                     self.tap.request_stop();
-                    if kind == FailureKind::ModelClosed {
-                        return Err(Failure::new(kind, message));
-                    }
-                    return Err(Failure::new(kind, format!("the engine failed: {message}")));
+                    return Err(failure);
                 }
             }
         }
@@ -235,7 +232,7 @@ impl Generation {
             let wait = deadline.saturating_duration_since(Instant::now());
             match self.events.recv_timeout(wait) {
                 Ok(TapEvent::Token(_)) => self.sampled_after_end += 1,
-                Ok(TapEvent::EngineDone { .. }) | Ok(TapEvent::EngineFailed { .. }) => {
+                Ok(TapEvent::EngineDone { .. }) | Ok(TapEvent::EngineFailed(_)) => {
                     return Some(self.sampled_total())
                 }
                 Err(RecvTimeoutError::Disconnected) => return Some(self.sampled_total()),

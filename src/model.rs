@@ -91,12 +91,21 @@ fn context_window(max_context: Option<usize>, model_window: usize) -> usize {
     max_context.map_or(model_window, |n| n.min(model_window))
 }
 
-pub struct LoadedModel {
+/// The engine's runner and what we keep to admit requests to it and to stop it.
+struct Engine {
     runner: Arc<MistralRs>,
     /// Whether the engine thread still holds the model (it frees it after `runner` drops).
-    engine_watch: EngineWatch<EngineInner>,
-    engine_threads: EngineThreads,
+    watch: EngineWatch<EngineInner>,
+    threads: EngineThreads,
     closed: ClosedFlag,
+    /// Admission to the engine; see `ENGINE_SLOTS`.
+    slots: Arc<tokio::sync::Semaphore>,
+    /// Generations submitted and not yet ended; see `IdleTrim`.
+    in_flight: IdleTrim,
+}
+
+pub struct LoadedModel {
+    engine: Engine,
     codec: Codec,
     /// End-of-generation ids; the first is the one we force to end a sequence early.
     eog_ids: Vec<u32>,
@@ -104,10 +113,6 @@ pub struct LoadedModel {
     pub device: String,
     pub model_path: PathBuf,
     pub architecture: Option<String>,
-    /// Admission to the engine; see `ENGINE_SLOTS`.
-    slots: Arc<tokio::sync::Semaphore>,
-    /// Generations submitted and not yet ended; see `IdleTrim`.
-    in_flight: IdleTrim,
     chat_template: Option<ChatTemplate>,
     /// What the model reads: `text`, and `image` / `audio` for models that take them.
     pub input_modalities: Vec<&'static str>,
@@ -271,11 +276,12 @@ fn load_converted_gguf(
 /// For models that take images or audio the prefix cache stays off: on a cache hit mistralrs
 /// 0.8.1 hands logits processors a shortened context for media prompts (the output was right,
 /// the token count we read from it was not), and such prompts rarely share long prefixes.
-fn start_runner(pipeline: EnginePipeline, takes_media: bool) -> (Arc<MistralRs>, EngineThreads) {
+fn start_engine(pipeline: EnginePipeline, takes_media: bool) -> Engine {
     let scheduler = SchedulerConfig::DefaultScheduler {
         method: DefaultSchedulerMethod::Fixed(NonZeroUsize::new(MAX_NUM_SEQS).expect("non-zero")),
     };
-    EngineThreads::created_by(|| {
+    let watch = EngineWatch::new(&pipeline);
+    let (runner, threads) = EngineThreads::created_by(|| {
         runtime().block_on(
             MistralRsBuilder::new(pipeline, scheduler, false, None)
                 .with_no_kv_cache(false)
@@ -283,7 +289,15 @@ fn start_runner(pipeline: EnginePipeline, takes_media: bool) -> (Arc<MistralRs>,
                 .with_prefix_cache_n(16)
                 .build(),
         )
-    })
+    });
+    Engine {
+        runner,
+        watch,
+        threads,
+        closed: ClosedFlag::default(),
+        slots: Arc::new(tokio::sync::Semaphore::new(ENGINE_SLOTS)),
+        in_flight: IdleTrim::default(),
+    }
 }
 
 /// Loads a Hugging Face SafeTensors folder with the engine's loader for its architecture.
@@ -434,14 +448,8 @@ impl LoadedModel {
             return Err(format_failure(&dir, "names no end-of-sequence token"));
         }
         let context_window = context_window(options.max_context, metadata.max_seq_len);
-        let engine_watch = EngineWatch::new(&pipeline);
-        let (runner, engine_threads) =
-            start_runner(pipeline, model.takes_images || model.takes_audio);
         Ok(Self {
-            engine_watch,
-            engine_threads,
-            closed: ClosedFlag::default(),
-            runner,
+            engine: start_engine(pipeline, model.takes_images || model.takes_audio),
             codec: Codec::new(tokenizer, bos),
             eog_ids,
             context_window,
@@ -457,8 +465,6 @@ impl LoadedModel {
                 _ => None,
             },
             architecture: Some(model.architecture),
-            slots: Arc::new(tokio::sync::Semaphore::new(ENGINE_SLOTS)),
-            in_flight: IdleTrim::default(),
             chat_template,
         })
     }
@@ -550,21 +556,14 @@ impl LoadedModel {
         }
         let context_window = context_window(options.max_context, metadata.max_seq_len);
 
-        let engine_watch = EngineWatch::new(&pipeline);
-        let (runner, engine_threads) = start_runner(pipeline, false);
         Ok(Self {
-            engine_watch,
-            engine_threads,
-            closed: ClosedFlag::default(),
-            runner,
+            engine: start_engine(pipeline, false),
             codec,
             eog_ids,
             context_window,
             device: device_name,
             model_path: path,
             architecture: summary.architecture,
-            slots: Arc::new(tokio::sync::Semaphore::new(ENGINE_SLOTS)),
-            in_flight: IdleTrim::default(),
             chat_template,
             input_modalities: vec!["text"],
             prefixer: None,
@@ -576,9 +575,9 @@ impl LoadedModel {
     /// returns the freed memory to the system. Generations still running end with
     /// `ModelClosed`. Blocking; call without the GIL.
     pub fn close(self: Arc<Self>) {
-        self.closed.set();
-        let watch = self.engine_watch.clone();
-        let threads = self.engine_threads.clone();
+        self.engine.closed.set();
+        let watch = self.engine.watch.clone();
+        let threads = self.engine.threads.clone();
         drop(self);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         if !(watch.wait_gone(deadline) && threads.wait_one_exited(deadline)) {
@@ -608,7 +607,10 @@ impl LoadedModel {
     }
 
     fn sender(&self) -> Outcome<tokio::sync::mpsc::Sender<Request>> {
-        self.runner.get_sender(None).map_err(|_| engine_gone())
+        self.engine
+            .runner
+            .get_sender(None)
+            .map_err(|_| engine_gone())
     }
 
     /// Submits a generation and returns its reader at once.
@@ -701,7 +703,7 @@ impl LoadedModel {
             response: resp_tx,
             return_logprobs: req.return_logprobs(),
             is_streaming: false,
-            id: self.runner.next_request_id(),
+            id: self.engine.runner.next_request_id(),
             constraint: Constraint::None,
             suffix: None,
             tools: None,
@@ -713,10 +715,10 @@ impl LoadedModel {
             truncate_sequence: false,
         }));
         let sender = self.sender()?;
-        let slots = self.slots.clone();
-        let closed = self.closed.clone();
+        let slots = self.engine.slots.clone();
+        let closed = self.engine.closed.clone();
         let queued_tap = tap.clone();
-        let running = self.in_flight.start();
+        let running = self.engine.in_flight.start();
         runtime().spawn(async move {
             let _running = running;
             let Ok(_slot) = slots.acquire_owned().await else {
@@ -730,11 +732,7 @@ impl LoadedModel {
                 return;
             }
             if sender.send(engine_request).await.is_err() {
-                let gone = engine_gone_or_closed(&closed);
-                let _ = events_tx.send(TapEvent::EngineFailed {
-                    message: gone.message,
-                    kind: gone.kind,
-                });
+                let _ = events_tx.send(TapEvent::EngineFailed(engine_gone_or_closed(&closed)));
                 return;
             }
             let event = match resp_rx.recv().await {
@@ -752,30 +750,19 @@ impl LoadedModel {
                         .map(|c| c.finish_reason.clone())
                         .unwrap_or_default(),
                 },
-                Some(Response::ValidationError(e)) => TapEvent::EngineFailed {
-                    message: e.to_string(),
-                    kind: FailureKind::InvalidRequest,
-                },
-                Some(Response::InternalError(e)) => TapEvent::EngineFailed {
-                    message: e.to_string(),
-                    kind: FailureKind::Generation,
-                },
-                Some(Response::CompletionModelError(msg, _))
-                | Some(Response::ModelError(msg, _)) => TapEvent::EngineFailed {
-                    message: msg,
-                    kind: FailureKind::Generation,
-                },
-                Some(_) => TapEvent::EngineFailed {
-                    message: "the engine sent an unexpected response".into(),
-                    kind: FailureKind::Generation,
-                },
-                None => {
-                    let gone = engine_gone_or_closed(&closed);
-                    TapEvent::EngineFailed {
-                        message: gone.message,
-                        kind: gone.kind,
-                    }
+                Some(Response::ValidationError(e)) => {
+                    engine_failed(FailureKind::InvalidRequest, e.to_string())
                 }
+                Some(Response::InternalError(e)) => {
+                    engine_failed(FailureKind::Generation, e.to_string())
+                }
+                Some(Response::CompletionModelError(msg, _))
+                | Some(Response::ModelError(msg, _)) => engine_failed(FailureKind::Generation, msg),
+                Some(_) => engine_failed(
+                    FailureKind::Generation,
+                    "the engine sent an unexpected response".into(),
+                ),
+                None => TapEvent::EngineFailed(engine_gone_or_closed(&closed)),
             };
             let _ = events_tx.send(event);
         });
@@ -872,6 +859,11 @@ fn place_media(
     }
 }
 
+/// A failure the engine reported for a request.
+fn engine_failed(kind: FailureKind, message: String) -> TapEvent {
+    TapEvent::EngineFailed(Failure::new(kind, format!("the engine failed: {message}")))
+}
+
 /// Why the engine stopped answering: `unload()`, or a failure inside it.
 fn engine_gone_or_closed(closed: &ClosedFlag) -> Failure {
     if closed.is_set() {
@@ -880,7 +872,8 @@ fn engine_gone_or_closed(closed: &ClosedFlag) -> Failure {
             "the model was unloaded while this generation ran; load it again to generate",
         )
     } else {
-        engine_gone()
+        let gone = engine_gone();
+        Failure::new(gone.kind, format!("the engine failed: {}", gone.message))
     }
 }
 

@@ -29,11 +29,8 @@ pub enum TapEvent {
     EngineDone { reason: String },
     /// The engine failed; the message is the engine's.
     /// The request failed in the engine (`InvalidRequest`, `Generation`) or the model was
-    /// unloaded under it (`ModelClosed`).
-    EngineFailed {
-        message: String,
-        kind: crate::failure::FailureKind,
-    },
+    /// unloaded under it (`ModelClosed`); the failure as the user sees it.
+    EngineFailed(crate::failure::Failure),
 }
 
 /// The logits processor that picks every token of one request and reports it.

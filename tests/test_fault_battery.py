@@ -70,6 +70,20 @@ def write_variant(model_path: Path, out: Path, cut: int | None = None, patches: 
     return str(out)
 
 
+def load_patched_variants(
+    model_path: Path, tmp_path: Path, variants: dict[str, tuple[dict[int, bytes], str]]
+) -> dict[str, dict[str, Any]]:
+    """Loads a patched copy of the model per variant (name: (patches, needle)); each must fail
+    cleanly within a second. Returns the reports by name."""
+    cases = [
+        {"name": name, "kind": "load", "path": write_variant(model_path, tmp_path / f"v{i}.gguf", patches=patch)}
+        for i, (name, (patch, _)) in enumerate(variants.items())
+    ]
+    reports = run_cases(cases, tmp_path)
+    assert_clean_errors(reports, limit_s=1.0)
+    return reports
+
+
 def assert_clean_errors(reports: dict[str, dict[str, Any]], allowed_ok: bool = False, limit_s: float = 5.0) -> None:
     for name, r in reports.items():
         if r["outcome"] == "ok":
@@ -137,12 +151,7 @@ def test_absurd_counts_and_shapes(model_path: Path, header: dict[str, Any], tmp_
         "misaligned offset": ({t + 4 + 8 + 4: u64(3)}, "not aligned"),
         "offset past the end": ({t + 4 + 8 + 4: u64(1 << 40)}, "truncated"),
     }
-    cases = [
-        {"name": name, "kind": "load", "path": write_variant(model_path, tmp_path / f"v{i}.gguf", patches=patch)}
-        for i, (name, (patch, _)) in enumerate(variants.items())
-    ]
-    reports = run_cases(cases, tmp_path)
-    assert_clean_errors(reports, limit_s=1.0)
+    reports = load_patched_variants(model_path, tmp_path, variants)
     for name, (_, needle) in variants.items():
         assert reports[name]["type"] == "ModelFormatError", reports[name]
         for alternative in needle.split("|") if needle else []:
@@ -281,12 +290,7 @@ def test_metadata_the_engine_cannot_use(model_path: Path, tmp_path: Path) -> Non
         "zero layers": ({value_offset(reader, "gemma3.block_count"): u32(0)}, "out of range"),
         "zero heads": ({value_offset(reader, "gemma3.attention.head_count"): u32(0)}, "out of range"),
     }
-    cases = [
-        {"name": name, "kind": "load", "path": write_variant(model_path, tmp_path / f"m{i}.gguf", patches=patch)}
-        for i, (name, (patch, _)) in enumerate(variants.items())
-    ]
-    reports = run_cases(cases, tmp_path)
-    assert_clean_errors(reports, limit_s=1.0)
+    reports = load_patched_variants(model_path, tmp_path, variants)
     for name, (_, needle) in variants.items():
         expected = "UnsupportedModelError" if name.startswith("architecture") else "ModelFormatError"
         assert reports[name]["type"] == expected, reports[name]

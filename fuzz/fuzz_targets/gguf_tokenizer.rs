@@ -17,7 +17,14 @@ mod gguf_tokenizer;
 use gguf_tokenizer::GgufVocab;
 
 const MODELS: [&str; 4] = ["llama", "gemma3", "gpt2", "bert"];
-const PRE: [&str; 6] = ["default", "llama3", "qwen2", "gpt-2", "deepseek-llm", "no-such"];
+const PRE: [&str; 6] = [
+    "default",
+    "llama3",
+    "qwen2",
+    "gpt-2",
+    "deepseek-llm",
+    "no-such",
+];
 const TYPES: [i32; 6] = [1, 2, 3, 4, 5, 6];
 
 fuzz_target!(|data: &[u8]| {
@@ -38,7 +45,10 @@ fuzz_target!(|data: &[u8]| {
             .iter()
             .map(|t| TYPES[t.bytes().next().unwrap_or(0) as usize % TYPES.len()])
             .collect(),
-        merges: tokens.windows(2).map(|w| format!("{} {}", w[0], w[1])).collect(),
+        merges: tokens
+            .windows(2)
+            .map(|w| format!("{} {}", w[0], w[1]))
+            .collect(),
         bos_id: (flags & 1 != 0).then_some(0),
         eos_id: (flags & 2 != 0).then_some((n - 1) as u32),
         unk_id: (flags & 4 != 0).then_some((n / 2) as u32),
