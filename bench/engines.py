@@ -1,9 +1,10 @@
 """One engine under test, measured in its own process (so peak RSS is its own).
 
 Usage: python bench/engines.py ENGINE MODEL.gguf OUT.json
-ENGINE is ``pcai`` (this package), ``mistralrs`` (the official wheel) or ``llama-cpp``
-(llama-cpp-python). Every engine runs the same greedy workloads with end-of-sequence
-tokens banned, so each run generates exactly the tokens asked for.
+ENGINE is ``pcai`` (this package), ``pcai-serial`` (this package with batching off,
+``max_batch=1``), ``mistralrs`` (the official wheel) or ``llama-cpp`` (llama-cpp-python).
+Every engine runs the same greedy workloads with end-of-sequence tokens banned, so each run
+generates exactly the tokens asked for.
 """
 
 from __future__ import annotations
@@ -22,6 +23,13 @@ from typing import Any, Callable, Iterator
 DECODE_TOKENS = 128
 CONCURRENT = 4
 CONCURRENT_TOKENS = 64
+# Concurrent loads with different prompts: all at once, and arriving STAGGER_S apart.
+LOADS = (4, 8, 16)
+STAGGERED_LOADS = (4, 8)
+STAGGER_S = 0.5
+# Time to first token of a request arriving while BUSY others decode, over ARRIVALS arrivals.
+BUSY = 7
+ARRIVALS = 10
 # The context window every engine is given (llama.cpp's n_ctx; our max_context).
 CONTEXT = 2048
 SHORT_PROMPT = "The history of the Roman Empire began"
@@ -49,11 +57,13 @@ class Engine:
 
 
 class Pcai(Engine):
+    max_batch: int | None = None  # the package's default
+
     def __init__(self, model: str) -> None:
         from pcai_inference import BackendType
 
         self.b = BackendType.MISTRALRS.create(device="cpu")
-        self.b.load_model(model, max_context=CONTEXT)
+        self.b.load_model(model, max_context=CONTEXT, max_batch=self.max_batch)
         self.ban = {i: float("-inf") for i in self.b.tokenizer.eog_ids}  # type: ignore[attr-defined]
 
     def count_tokens(self, text: str) -> int:
@@ -140,7 +150,18 @@ class MistralRsWheel(Engine):
         raise NotImplementedError
 
 
-ENGINES: dict[str, Callable[[str], Engine]] = {"pcai": Pcai, "llama-cpp": LlamaCpp, "mistralrs": MistralRsWheel}
+class PcaiSerial(Pcai):
+    """This package with batching off: requests run one at a time."""
+
+    max_batch = 1
+
+
+ENGINES: dict[str, Callable[[str], Engine]] = {
+    "pcai": Pcai,
+    "pcai-serial": PcaiSerial,
+    "llama-cpp": LlamaCpp,
+    "mistralrs": MistralRsWheel,
+}
 
 
 def timed_decode(engine: Engine) -> dict[str, float]:
@@ -188,13 +209,60 @@ def timed_concurrent(engine: Engine) -> dict[str, float]:
     return {"concurrent_total_tok_s": sum(counts) / wall}
 
 
+def different_prompts(n: int) -> list[str]:
+    """n prompts of different texts and token lengths."""
+    topics = ["the Roman Empire", "volcanoes", "the history of jazz", "prime numbers", "bread baking"]
+    return [f"{'Here is a short note. ' * (i % 3)}Write about {topics[i % len(topics)]} ({i})." for i in range(n)]
+
+
+def timed_loads(engine: Engine) -> dict[str, float]:
+    """Total tok/s of n concurrent requests with different prompts, at once and staggered."""
+    result = {}
+    for n, stagger in [(n, 0.0) for n in LOADS] + [(n, STAGGER_S) for n in STAGGERED_LOADS]:
+
+        def run(i_prompt: tuple[int, str], stagger: float = stagger) -> int:
+            time.sleep(i_prompt[0] * stagger)
+            return engine.generate(i_prompt[1], CONCURRENT_TOKENS)[1]
+
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(n) as pool:
+            counts = list(pool.map(run, enumerate(different_prompts(n))))
+        key = f"load{n}_tok_s" if not stagger else f"load{n}_staggered_tok_s"
+        result[key] = sum(counts) / (time.perf_counter() - t0)
+    return result
+
+
+def timed_arrival_ttft(engine: Engine) -> dict[str, float]:
+    """Time to first token of requests arriving one by one while BUSY others decode."""
+    stop = threading.Event()
+
+    def keep_busy(prompt: str) -> None:
+        while not stop.is_set():
+            engine.generate(prompt, CONCURRENT_TOKENS)
+
+    waits = []
+    with ThreadPoolExecutor(BUSY) as pool:
+        busy = [pool.submit(keep_busy, p) for p in different_prompts(BUSY)]
+        time.sleep(2.0)
+        for i in range(ARRIVALS):
+            t0 = time.perf_counter()
+            for _ in engine.stream(f"A new question ({i}): what is the tallest mountain?", 1):
+                break
+            waits.append(time.perf_counter() - t0)
+            time.sleep(0.3)
+        stop.set()
+        for f in busy:
+            f.result()
+    return {"arrival_ttft_p50_s": statistics.median(waits), "arrival_ttft_max_s": max(waits)}
+
+
 def main() -> None:
     name, model, out = sys.argv[1], sys.argv[2], sys.argv[3]
     t0 = time.perf_counter()
     engine = ENGINES[name](model)
     result: dict[str, Any] = {"engine": name, "load_s": time.perf_counter() - t0}
     engine.generate(SHORT_PROMPT, 4)  # warm-up
-    for measure in (timed_prefill, timed_decode, timed_stream, timed_concurrent):
+    for measure in (timed_prefill, timed_decode, timed_stream, timed_concurrent, timed_loads, timed_arrival_ttft):
         result.update(measure(engine))
     result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     Path(out).write_text(json.dumps(result, indent=2))

@@ -85,6 +85,13 @@ def table(results: dict[str, dict[str, Any]]) -> str:
         ("stream_decode_tok_s", "streaming decode (tok/s)"),
         ("stream_ms_between_chunks", "ms between chunks"),
         ("concurrent_total_tok_s", "4 concurrent x 64 tokens (tok/s total)"),
+        ("load4_tok_s", "4 different prompts at once x 64 (tok/s total)"),
+        ("load8_tok_s", "8 different prompts at once x 64 (tok/s total)"),
+        ("load16_tok_s", "16 different prompts at once x 64 (tok/s total)"),
+        ("load4_staggered_tok_s", "4 different prompts 0.5 s apart (tok/s total)"),
+        ("load8_staggered_tok_s", "8 different prompts 0.5 s apart (tok/s total)"),
+        ("arrival_ttft_p50_s", "first token while 7 others decode, p50 (s)"),
+        ("arrival_ttft_max_s", "first token while 7 others decode, max (s)"),
         ("peak_rss_mib", "peak RSS (MiB)"),
         ("decode_fraction_of_bound", "decode / bandwidth bound"),
     ]
@@ -104,7 +111,7 @@ def main() -> None:
     ap.add_argument("--model", help="GGUF file (default: the embedded Gemma 3 270M)")
     ap.add_argument("--venv", type=Path, default=DEFAULT_VENV, help="venv with the peer engines")
     ap.add_argument("--setup", action="store_true", help="create the peers' venv and exit")
-    ap.add_argument("--engines", default="pcai,llama-cpp,mistralrs")
+    ap.add_argument("--engines", default="pcai,pcai-serial,llama-cpp,mistralrs")
     ap.add_argument("--out", type=Path, default=HERE / "results.json")
     args = ap.parse_args()
     if args.setup:
@@ -121,8 +128,9 @@ def main() -> None:
     model_bytes = model.stat().st_size
     results: dict[str, dict[str, Any]] = {}
     for engine in args.engines.split(","):
-        python = sys.executable if engine == "pcai" else str(peer_python)
-        if engine != "pcai" and not peer_python.exists():
+        ours_engine = engine.startswith("pcai")
+        python = sys.executable if ours_engine else str(peer_python)
+        if not ours_engine and not peer_python.exists():
             print(f"    {engine}: no peer venv at {args.venv}; run `python bench/run.py --setup` first")
             continue
         r = run_engine(python, engine, model)
@@ -163,6 +171,15 @@ def main() -> None:
                 "met": ours["concurrent_total_tok_s"] / single >= 1.5,
             }
         )
+        for n, need in ((4, 2.0), (8, 2.5)):
+            ratio = ours[f"load{n}_tok_s"] / single
+            figure = f"load{n}_tok_s"
+            checks.append({"figure": figure, "vs": "pcai decode", "target": need, "ratio": ratio, "met": ratio >= need})
+        if "pcai-serial" in results:
+            ratio = single / results["pcai-serial"]["decode_tok_s"]
+            checks.append(
+                {"figure": "decode_tok_s", "vs": "pcai-serial", "target": 0.95, "ratio": ratio, "met": ratio >= 0.95}
+            )
         if "llama-cpp" in results:
             ratio = ours["peak_rss_mib"] / results["llama-cpp"]["peak_rss_mib"]
             checks.append(

@@ -33,6 +33,14 @@ use pyo3::prelude::*;
 /// The exact mistralrs version this build pins (see Cargo.toml).
 pub const MISTRALRS_VERSION: &str = "0.8.1";
 
+/// The engine patches this build carries, as `crate version/patch file` (see `build.rs`).
+pub fn engine_patches() -> Vec<&'static str> {
+    env!("PCAI_ENGINE_PATCHES")
+        .split(';')
+        .filter(|p| !p.is_empty())
+        .collect()
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     logging_bridge::install();
@@ -45,6 +53,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(python_api::build_features, m)?)?;
     m.add_function(wrap_pyfunction!(python_api::resolve_device_name, m)?)?;
     m.add_function(wrap_pyfunction!(python_api::cpu_kernels, m)?)?;
+    m.add_function(wrap_pyfunction!(python_api::engine_patches, m)?)?;
     Ok(())
 }
 

@@ -12,7 +12,7 @@ use crate::codec::Codec;
 use crate::device::{compiled_features, parse_device, resolve_device};
 use crate::failure::{catch_engine_panic, Failure, FailureKind, Outcome};
 use crate::generation::{Finished, Generation, Step};
-use crate::model::{FolderOptions, LoadOptions, LoadedModel};
+use crate::model::{FolderOptions, LoadOptions, LoadedModel, DEFAULT_MAX_BATCH, MAX_BATCH_LIMIT};
 use crate::params::GenerationParams;
 use crate::python_errors::IntoPyResult;
 
@@ -64,16 +64,25 @@ fn load_options(
     chat_template: Option<String>,
     max_context: Option<usize>,
     tokenizer: Option<PathBuf>,
+    max_batch: Option<usize>,
 ) -> PyResult<LoadOptions> {
     let device = parse_device(device).py()?;
     if max_context == Some(0) {
         return Err(Failure::invalid("max_context must be at least 1 token")).py();
+    }
+    let max_batch = max_batch.unwrap_or(DEFAULT_MAX_BATCH);
+    if !(1..=MAX_BATCH_LIMIT).contains(&max_batch) {
+        return Err(Failure::invalid(format!(
+            "max_batch must be between 1 and {MAX_BATCH_LIMIT}, got {max_batch}"
+        )))
+        .py();
     }
     Ok(LoadOptions {
         device,
         chat_template,
         max_context,
         tokenizer,
+        max_batch,
     })
 }
 
@@ -108,7 +117,7 @@ fn finished_dict<'py>(py: Python<'py>, f: &Finished) -> PyResult<Bound<'py, PyDi
 impl NativeModel {
     /// Loads a local GGUF file.
     #[staticmethod]
-    #[pyo3(signature = (path, device = "auto", chat_template = None, max_context = None, tokenizer = None))]
+    #[pyo3(signature = (path, device = "auto", chat_template = None, max_context = None, tokenizer = None, max_batch = None))]
     fn load_gguf(
         py: Python<'_>,
         path: PathBuf,
@@ -116,14 +125,15 @@ impl NativeModel {
         chat_template: Option<String>,
         max_context: Option<usize>,
         tokenizer: Option<PathBuf>,
+        max_batch: Option<usize>,
     ) -> PyResult<Self> {
-        let options = load_options(device, chat_template, max_context, tokenizer)?;
+        let options = load_options(device, chat_template, max_context, tokenizer, max_batch)?;
         load_detached(py, move || LoadedModel::load_gguf(&path, options))
     }
 
     /// Loads a local Hugging Face SafeTensors folder.
     #[staticmethod]
-    #[pyo3(signature = (path, device = "auto", chat_template = None, max_context = None, tokenizer = None, dtype = "auto", isq = None))]
+    #[pyo3(signature = (path, device = "auto", chat_template = None, max_context = None, tokenizer = None, dtype = "auto", isq = None, max_batch = None))]
     #[allow(clippy::too_many_arguments)]
     fn load_folder(
         py: Python<'_>,
@@ -134,8 +144,9 @@ impl NativeModel {
         tokenizer: Option<PathBuf>,
         dtype: &str,
         isq: Option<String>,
+        max_batch: Option<usize>,
     ) -> PyResult<Self> {
-        let options = load_options(device, chat_template, max_context, tokenizer)?;
+        let options = load_options(device, chat_template, max_context, tokenizer, max_batch)?;
         let folder = FolderOptions::new(dtype.to_ascii_lowercase(), isq);
         load_detached(py, move || LoadedModel::load_folder(&path, options, folder))
     }
@@ -154,6 +165,11 @@ impl NativeModel {
     #[getter]
     fn device(&self) -> PyResult<String> {
         Ok(self.get()?.device.clone())
+    }
+
+    #[getter]
+    fn max_batch(&self) -> PyResult<usize> {
+        Ok(self.get()?.max_batch())
     }
 
     #[getter]
@@ -369,6 +385,12 @@ pub fn resolve_device_name(py: Python<'_>, spec: &str) -> PyResult<String> {
 #[pyfunction]
 pub fn cpu_kernels() -> Vec<(&'static str, bool, bool)> {
     crate::cpu::kernel_features()
+}
+
+/// The engine patches this build carries, each `crate version/patch file`.
+#[pyfunction]
+pub fn engine_patches() -> Vec<&'static str> {
+    crate::engine_patches()
 }
 
 /// The tokenizer of a GGUF file, loaded without the model's weights.

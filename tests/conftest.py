@@ -7,7 +7,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 
@@ -39,12 +39,17 @@ def hf_folder(model_path: Path) -> Path:
     return cached_gemma3_folder(model_path)
 
 
-@pytest.fixture(scope="session")
-def backend(model_path: Path) -> Iterator[InferenceBackend]:
+def loaded(model: Path, **options: Any) -> Iterator[InferenceBackend]:
+    """A CPU backend with `model` loaded with `options`, unloaded afterwards (for fixtures)."""
     b = BackendType.MISTRALRS.create(device="cpu")
-    b.load_model(model_path)
+    b.load_model(model, **options)
     yield b
     b.unload()
+
+
+@pytest.fixture(scope="session")
+def backend(model_path: Path) -> Iterator[InferenceBackend]:
+    yield from loaded(model_path)
 
 
 def run_python(code: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:

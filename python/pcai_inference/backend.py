@@ -33,6 +33,7 @@ class InferenceBackend(abc.ABC):
         tokenizer: Optional[Union[str, os.PathLike[str]]] = None,
         chat_template: Optional[str] = None,
         max_context: Optional[int] = None,
+        max_batch: Optional[int] = None,
     ) -> None:
         """Loads a model (a local path or a hub repository id), replacing any loaded one."""
 

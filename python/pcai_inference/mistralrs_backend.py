@@ -94,6 +94,7 @@ class MistralRsBackend(InferenceBackend):
         tokenizer: Optional[Union[str, os.PathLike[str]]] = None,
         chat_template: Optional[str] = None,
         max_context: Optional[int] = None,
+        max_batch: Optional[int] = None,
         dtype: str = "auto",
         isq: Optional[str] = None,
         on_progress: Optional[ProgressCallback] = None,
@@ -118,6 +119,10 @@ class MistralRsBackend(InferenceBackend):
         ``max_context`` caps the tokens of one request (prompt and generated together), like
         llama.cpp's ``n_ctx``; a smaller window loads faster. Default: the model's own window.
 
+        ``max_batch`` is the most requests the engine runs together in one step (default 1:
+        concurrent requests run one at a time); further concurrent requests wait their turn.
+        Each request gets the same text it would get alone, whatever else runs beside it.
+
         For SafeTensors models only: ``dtype`` (``auto``, ``f32``, ``f16``, ``bf16``) and
         ``isq``, in-situ quantization at load (e.g. ``"Q4K"``, ``"Q8_0"``).
         """
@@ -130,6 +135,8 @@ class MistralRsBackend(InferenceBackend):
             isinstance(max_context, bool) or not isinstance(max_context, int) or max_context < 1
         ):
             raise InvalidRequestError(f"max_context must be a positive number of tokens, got {max_context!r}")
+        if max_batch is not None and (isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1):
+            raise InvalidRequestError(f"max_batch must be a positive number of requests, got {max_batch!r}")
         if not isinstance(dtype, str) or dtype.lower() not in {"auto", "f32", "f16", "bf16"}:
             raise InvalidRequestError(f"dtype must be 'auto', 'f32', 'f16' or 'bf16', got {dtype!r}")
         if isq is not None and not isinstance(isq, str):
@@ -141,13 +148,20 @@ class MistralRsBackend(InferenceBackend):
         located = locate_model(model, filename=filename, revision=revision, on_progress=on_progress)
         if located.format is ModelFormat.SAFETENSORS:
             native = _core.NativeModel.load_folder(
-                str(located.path), self._device_spec, template, max_context, tokenizer_path, dtype.lower(), isq
+                str(located.path),
+                self._device_spec,
+                template,
+                max_context,
+                tokenizer_path,
+                dtype.lower(),
+                isq,
+                max_batch,
             )
         else:
             if dtype.lower() != "auto" or isq is not None:
                 raise InvalidRequestError("dtype and isq apply to SafeTensors models; a GGUF file is already quantized")
             native = _core.NativeModel.load_gguf(
-                str(located.path), self._device_spec, template, max_context, tokenizer_path
+                str(located.path), self._device_spec, template, max_context, tokenizer_path, max_batch
             )
         self.unload()
         self._model = native
@@ -174,6 +188,11 @@ class MistralRsBackend(InferenceBackend):
     def context_window(self) -> int:
         """The model's context window, in tokens."""
         return self._native().context_window
+
+    @property
+    def max_batch(self) -> int:
+        """The most requests the engine runs together in one step."""
+        return self._native().max_batch
 
     @property
     def model_path(self) -> Path:
