@@ -64,10 +64,8 @@ def parse(text: str) -> list[FileDiff]:
                 if body.startswith("\\"):
                     i += 1
                     continue
-                tag, content = body[:1], body[1:]
-                if tag in (" ", "\n") and body in ("\n", " \n"):
-                    content = "\n"
-                    tag = " "
+                # An empty line is a context line whose leading space an editor stripped.
+                tag, content = (" ", "\n") if body == "\n" else (body[:1], body[1:])
                 if tag == " ":
                     hunk.old.append(content)
                     hunk.new.append(content)
