@@ -6,7 +6,10 @@ use std::fs;
 use std::path::Path;
 
 fn main() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // Read at run time: a build-script binary reused from another checkout of the same target
+    // folder must not look in that checkout.
+    let root = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let root = Path::new(&root);
     println!("cargo:rerun-if-changed=engine/crates.txt");
     println!("cargo:rerun-if-changed=Cargo.toml");
     let manifest = fs::read_to_string(root.join("Cargo.toml")).expect("Cargo.toml");

@@ -1,8 +1,9 @@
 """One engine under test, measured in its own process (so peak RSS is its own).
 
 Usage: python bench/engines.py ENGINE MODEL.gguf OUT.json
-ENGINE is ``pcai`` (this package, its defaults), ``pcai-batched`` (this package with
-``max_batch=8``), ``mistralrs`` (the official wheel) or ``llama-cpp`` (llama-cpp-python).
+ENGINE is ``pcai`` (this package, its defaults: up to 8 requests batched), ``pcai-serial`` (this
+package with ``max_batch=1``: batching off), ``mistralrs`` (the official wheel) or ``llama-cpp``
+(llama-cpp-python).
 Every engine runs the same greedy workloads with end-of-sequence tokens banned, so each run
 generates exactly the tokens asked for.
 """
@@ -150,15 +151,15 @@ class MistralRsWheel(Engine):
         raise NotImplementedError
 
 
-class PcaiBatched(Pcai):
-    """This package with up to 8 requests batched in one engine step."""
+class PcaiSerial(Pcai):
+    """This package with batching off: concurrent requests run one at a time."""
 
-    max_batch = 8
+    max_batch = 1
 
 
 ENGINES: dict[str, Callable[[str], Engine]] = {
     "pcai": Pcai,
-    "pcai-batched": PcaiBatched,
+    "pcai-serial": PcaiSerial,
     "llama-cpp": LlamaCpp,
     "mistralrs": MistralRsWheel,
 }

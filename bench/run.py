@@ -111,7 +111,7 @@ def main() -> None:
     ap.add_argument("--model", help="GGUF file (default: the embedded Gemma 3 270M)")
     ap.add_argument("--venv", type=Path, default=DEFAULT_VENV, help="venv with the peer engines")
     ap.add_argument("--setup", action="store_true", help="create the peers' venv and exit")
-    ap.add_argument("--engines", default="pcai,pcai-batched,llama-cpp,mistralrs")
+    ap.add_argument("--engines", default="pcai,pcai-serial,llama-cpp,mistralrs")
     ap.add_argument("--out", type=Path, default=HERE / "results.json")
     args = ap.parse_args()
     if args.setup:
@@ -171,16 +171,15 @@ def main() -> None:
                 "met": ours["concurrent_total_tok_s"] / single >= 1.5,
             }
         )
-        batched = results.get("pcai-batched")
-        if batched:
-            for n, need in ((4, 2.0), (8, 2.5)):
-                ratio = batched[f"load{n}_tok_s"] / single
-                figure = f"load{n}_tok_s (batched)"
-                met = ratio >= need
-                checks.append({"figure": figure, "vs": "pcai decode", "target": need, "ratio": ratio, "met": met})
-            ratio = batched["decode_tok_s"] / single
+        for n, need in ((4, 2.0), (8, 2.5)):
+            ratio = ours[f"load{n}_tok_s"] / single
+            met = ratio >= need
+            checks.append({"figure": f"load{n}_tok_s", "vs": "pcai decode", "target": need, "ratio": ratio, "met": met})
+        serial = results.get("pcai-serial")
+        if serial:
+            ratio = single / serial["decode_tok_s"]
             checks.append(
-                {"figure": "decode_tok_s (batched)", "vs": "pcai", "target": 0.95, "ratio": ratio, "met": ratio >= 0.95}
+                {"figure": "decode_tok_s", "vs": "pcai-serial", "target": 0.95, "ratio": ratio, "met": ratio >= 0.95}
             )
         if "llama-cpp" in results:
             ratio = ours["peak_rss_mib"] / results["llama-cpp"]["peak_rss_mib"]

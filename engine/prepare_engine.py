@@ -194,7 +194,9 @@ def stage(patch_name: str, into: Path) -> None:
     """DIR/a: the crate with the patches before NAME; DIR/b: with NAME applied too (edit it)."""
     crate, before, patch = _crate_of(patch_name)
     pristine = _pristine_crate(crate)
-    for side, patches in (("a", before), ("b", [*before, patch])):
+    # A new patch is a header alone until its first refresh: `b` starts as `a`.
+    has_body = "\n--- " in patch.read_text(encoding="utf-8")
+    for side, patches in (("a", before), ("b", [*before, patch] if has_body else before)):
         if (into / side).exists():
             raise EngineBuildError(f"{into / side} exists; choose an empty folder")
         (into / side).mkdir(parents=True)

@@ -119,7 +119,10 @@ def apply(patch_text: str, root: Path) -> list[str]:
 
 
 def write(old_root: Path, new_root: Path, context: int = 3) -> str:
-    """The unified diff that turns the text files under `old_root` into those under `new_root`."""
+    """The unified diff that turns the text files under `old_root` into those under `new_root`.
+
+    Files that are byte-for-byte the same are skipped unread (a crate may ship binary test data).
+    """
     names = sorted(
         {p.relative_to(old_root).as_posix() for p in old_root.rglob("*") if p.is_file()}
         | {p.relative_to(new_root).as_posix() for p in new_root.rglob("*") if p.is_file()}
@@ -127,6 +130,8 @@ def write(old_root: Path, new_root: Path, context: int = 3) -> str:
     out = []
     for name in names:
         old_file, new_file = old_root / name, new_root / name
+        if old_file.is_file() and new_file.is_file() and old_file.read_bytes() == new_file.read_bytes():
+            continue
         old = old_file.read_text(encoding="utf-8").splitlines(keepends=True) if old_file.is_file() else []
         new = new_file.read_text(encoding="utf-8").splitlines(keepends=True) if new_file.is_file() else []
         if old == new:

@@ -41,11 +41,12 @@ use crate::safetensors_folder::{
 
 /// Sequences one engine step may run when the caller does not choose (`LoadOptions::max_batch`).
 ///
-/// One, by measurement (Gemma 3 270M, 2 cores): batched requests get exactly their solo output,
-/// but the engine's scheduler runs only sequences of one length per step, so 4 and 8 concurrent
-/// requests with different prompts gave 0.94x and 0.91x the tokens/s of running them one at a
-/// time (identical prompts: 1.17x and 1.13x). Batching is there for callers who choose it.
-pub const DEFAULT_MAX_BATCH: usize = 1;
+/// Eight, by measurement (Gemma 3 270M, 2 cores, our engine patches): concurrent requests get
+/// exactly their solo output; 4 and 8 at once with different prompts gave about 1.4x and 1.5x the
+/// tokens/s of one request, a request arriving while 7 others decode got its first token about
+/// 6x sooner than when waiting its turn, and a single request decodes as fast as with batching
+/// off (within 1 %).
+pub const DEFAULT_MAX_BATCH: usize = 8;
 
 /// The most sequences one engine step may run: far more would only queue inside the engine.
 pub const MAX_BATCH_LIMIT: usize = 256;
@@ -463,12 +464,16 @@ impl LoadedModel {
             return Err(format_failure(&dir, "names no end-of-sequence token"));
         }
         let context_window = context_window(options.max_context, metadata.max_seq_len);
+        // The engine's audio model (Voxtral) keeps the audio of the last prompt it prefilled in
+        // one model-wide cache that every decode step reads: two requests in flight would read
+        // each other's audio. Requests to it run one at a time.
+        let max_batch = if model.takes_audio {
+            1
+        } else {
+            options.max_batch
+        };
         Ok(Self {
-            engine: start_engine(
-                pipeline,
-                model.takes_images || model.takes_audio,
-                options.max_batch,
-            ),
+            engine: start_engine(pipeline, model.takes_images || model.takes_audio, max_batch),
             codec: Codec::new(tokenizer, bos),
             eog_ids,
             context_window,

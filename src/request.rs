@@ -191,14 +191,17 @@ impl PcaiRequest {
 /// The engine-side sampling settings: penalties and limits only; token choice is the tap's.
 pub fn engine_sampling(params: &GenerationParams, stop_ids: Vec<u32>) -> SamplingParams {
     let mut s = SamplingParams::neutral();
-    // The engine always samples (it turns "no temperature" into 1.0): softmax, a sort and a
-    // weighted draw over the whole vocabulary. The tap has already left one finite logit, so
-    // top-k 1 gives the same token and spares the full sort on every step.
+    // The tap has already chosen: it leaves one finite logit. Temperature 0 makes the engine
+    // take that argmax in one pass; with no temperature it would sample at 1.0 (a softmax and a
+    // weighted draw over the whole vocabulary for every sequence at every step).
+    s.temperature = Some(0.0);
     s.top_k = Some(1);
     s.max_len = Some(params.max_tokens);
-    s.repetition_penalty = Some(params.repetition_penalty);
-    s.presence_penalty = Some(params.presence_penalty);
-    s.frequency_penalty = Some(params.frequency_penalty);
+    // Only penalties that act: with any of them set, the engine counts the context into a
+    // vocabulary-sized table and rewrites every logit, for every sequence at every step.
+    s.repetition_penalty = (params.repetition_penalty != 1.0).then_some(params.repetition_penalty);
+    s.presence_penalty = (params.presence_penalty != 0.0).then_some(params.presence_penalty);
+    s.frequency_penalty = (params.frequency_penalty != 0.0).then_some(params.frequency_penalty);
     s.stop_toks = (!stop_ids.is_empty()).then_some(StopTokens::Ids(stop_ids));
     s
 }
@@ -308,9 +311,18 @@ mod tests {
         assert_eq!(s.repetition_penalty, Some(1.3));
         assert_eq!(s.presence_penalty, Some(0.5));
         assert_eq!(s.frequency_penalty, Some(0.25));
-        assert!(s.temperature.is_none() && s.top_k == Some(1) && s.top_p.is_none());
+        assert!(s.temperature == Some(0.0) && s.top_k == Some(1) && s.top_p.is_none());
         assert!(matches!(s.stop_toks, Some(StopTokens::Ids(ref ids)) if ids == &vec![1, 106]));
         assert_eq!(req.take_logits_processors().map(|p| p.len()), Some(1));
+    }
+
+    #[test]
+    fn neutral_penalties_are_left_to_the_engine_unset() {
+        let s = engine_sampling(&GenerationParams::default(), vec![]);
+        assert_eq!(
+            (s.repetition_penalty, s.presence_penalty, s.frequency_penalty),
+            (None, None, None)
+        );
     }
 
     #[test]

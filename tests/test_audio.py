@@ -10,6 +10,7 @@ import base64
 import io
 import math
 import wave
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -81,6 +82,22 @@ def test_different_sounds_change_the_first_token_logprob(voxtral: InferenceBacke
     tone, chirp = (AudioPart(wav_bytes(pcm16(kind))) for kind in ("tone", "chirp"))
     assert first_logprob(voxtral, tone) != first_logprob(voxtral, chirp)
     assert first_logprob(voxtral, tone) == first_logprob(voxtral, tone)
+
+
+def test_concurrent_audio_requests_each_hear_their_own_sound(voxtral: InferenceBackend) -> None:
+    """The engine's audio model reads the audio of its last prefilled prompt at every decode step,
+    so its requests run one at a time (max_batch 1); concurrent ones each get what they get alone."""
+    assert voxtral.max_batch == 1
+    parts = [AudioPart(wav_bytes(pcm16(kind))) for kind in ("tone", "chirp", "tone", "chirp")]
+
+    def transcribe(part: AudioPart) -> tuple[float, ...]:
+        message = [{"role": "user", "content": [part, "Transcribe."]}]
+        r = voxtral.chat(message, max_tokens=8, temperature=0.0, logprobs=True)
+        return r.token_logprobs or ()
+
+    alone = [transcribe(part) for part in parts[:2]] * 2
+    with ThreadPoolExecutor(max_workers=len(parts)) as pool:
+        assert list(pool.map(transcribe, parts)) == alone
 
 
 @pytest.mark.parametrize(

@@ -60,8 +60,8 @@ def test_the_batch_holds_equal_and_unequal_token_lengths(backend: InferenceBacke
     assert len(set(lengths)) < len(lengths), lengths
 
 
-def test_batching_is_opt_in(backend: InferenceBackend, batching: InferenceBackend) -> None:
-    assert (backend.max_batch, batching.max_batch) == (1, 8)
+def test_batching_is_on_by_default(backend: InferenceBackend, batching: InferenceBackend) -> None:
+    assert (backend.max_batch, batching.max_batch) == (8, 8)
 
 
 def test_eight_prompts_from_threads_give_their_solo_ids_and_logprobs(
@@ -120,6 +120,50 @@ def test_requests_of_different_lengths_give_their_solo_logprobs(batching: Infere
         shorter_result, longer_result = pool.map(drained, streams)
     assert longer_result == longer
     assert shorter_result == (longer[0][:24], longer[1][:24])
+
+
+def test_decoding_sequences_of_different_lengths_share_each_step(batching: InferenceBackend) -> None:
+    """A long prompt arrives while a short one decodes: the two then advance together, a token
+    each per step. (The unpatched scheduler ran only equal lengths together: the short one
+    caught up alone, some 60 tokens, before the long one's second token.)"""
+    short_prompt, long_prompt, n_long = PROMPTS[3], " ".join(PROMPTS), 12
+    assert len(batching.tokenize(long_prompt)) - len(batching.tokenize(short_prompt)) > 40
+    short_alone = solo(batching, short_prompt, 160)
+    long_alone = solo(batching, long_prompt, n_long)
+    delivered: list[str] = []
+    lock = threading.Lock()
+
+    def consume(tag: str, stream: Iterator[StreamChunk]) -> Outcome:
+        for chunk in stream:
+            with lock:
+                delivered.append(tag)
+            if chunk.is_last:
+                assert chunk.token_ids is not None and chunk.token_logprobs is not None
+                return chunk.token_ids, chunk.token_logprobs
+        raise AssertionError("the stream ended without a last chunk")
+
+    short = batching.generate_stream(greedy(short_prompt, 160))
+    for _ in range(3):
+        next(short)
+    long = batching.generate_stream(greedy(long_prompt, n_long))
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        short_result, long_result = pool.map(consume, ["short", "long"], [short, long])
+    assert (short_result, long_result) == (short_alone, long_alone)
+    first, last = delivered.index("long"), len(delivered) - 1 - delivered[::-1].index("long")
+    short_during_long = delivered[first:last].count("short")
+    assert short_during_long <= n_long + 4, delivered
+
+
+def test_rows_crossing_the_sliding_window_stay_exact(batching: InferenceBackend) -> None:
+    """Gemma 3's local layers keep the last 512 keys: a row passing that length while a short one
+    decodes beside it drops its oldest keys as it does alone."""
+    long_prompt = " ".join(PROMPTS * 8 + PROMPTS[:2])
+    length = len(batching.tokenize(long_prompt))
+    assert 490 < length < 512, length
+    expected = [solo(batching, long_prompt, 40), solo(batching, PROMPTS[1], 40)]
+    streams = [batching.generate_stream(greedy(p, 40)) for p in (long_prompt, PROMPTS[1])]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        assert list(pool.map(drained, streams)) == expected
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import json
 import struct
 import threading
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -167,6 +168,29 @@ def test_prompt_with_images_is_one_user_message(vlm: InferenceBackend) -> None:
     image = checkerboard()
     by_prompt = vlm.generate(GenerateRequest(prompt=QUESTION, images=[image], max_tokens=12, temperature=0.0))
     assert by_prompt.token_ids == ask(vlm, image)
+
+
+def test_concurrent_image_requests_give_their_solo_output(vlm: InferenceBackend) -> None:
+    """A sequence still carrying its images shares no engine step with another (Qwen2.5-VL's
+    processor joins the pixels of every sequence in a step, and the unpatched engine panicked on
+    two images of different sizes); each request gets the tokens it gets alone. Once prefilled,
+    Gemma 3's sequences decode together; these tiny models have F32 weights, whose matrix
+    product (candle's `gemm`) rounds differently with the number of rows in a step, so their
+    log-probabilities agree to float rounding, not to the bit as with quantized weights."""
+    cases = [(solid((255, 0, 0)), QUESTION), (noise(), "Describe this picture in a few words, and be brief about it.")]
+
+    def answer(case: tuple[np.ndarray, str]) -> tuple[tuple[int, ...], tuple[float, ...]]:
+        image, text = case
+        message = [{"role": "user", "content": [{"type": "image", "image": image}, text]}]
+        r = vlm.chat(message, max_tokens=16, temperature=0.0, logprobs=True)
+        return r.token_ids, r.token_logprobs or ()
+
+    alone = [answer(case) for case in cases] * 2
+    with ThreadPoolExecutor(max_workers=len(alone)) as pool:
+        together = list(pool.map(answer, cases * 2))
+    assert [ids for ids, _ in together] == [ids for ids, _ in alone]
+    for (_, batched), (_, solo) in zip(together, alone, strict=True):
+        assert batched == pytest.approx(solo, abs=1e-5)
 
 
 def test_streaming_async_and_sampling_with_an_image(vlm: InferenceBackend) -> None:

@@ -1,7 +1,9 @@
 """The engine's prefix cache never changes an answer: a prompt that extends an earlier request's
-prompt and output (the next turn of a conversation) gives what it gives on a fresh engine.
+prompt and output (the next turn of a conversation) gives what it gives on a fresh engine. And
+it holds a bounded amount of memory.
 
-Fails on the unpatched engine: engine/patches/mistralrs-core/0003-prefix-cache-reuses-only-computed-rows.patch.
+Fails on the unpatched engine: engine/patches/mistralrs-core/0003-prefix-cache-reuses-only-computed-rows.patch,
+0004-prefix-cache-entries-own-their-rows.patch and 0006-prefix-cache-evicts-on-the-cpu.patch.
 
 The first request of each case generates one token. K/V rows that the engine computed while
 decoding differ in the last bits from rows the prefill kernels compute for the same tokens, so
@@ -11,6 +13,8 @@ generated token is the row a finished sequence never computes, which is what the
 
 from __future__ import annotations
 
+import ctypes
+import sys
 from pathlib import Path
 from typing import Iterator
 
@@ -18,7 +22,7 @@ import pytest
 
 from pcai_inference import GenerateRequest, InferenceBackend
 
-from conftest import loaded
+from conftest import PROMPTS, loaded
 
 Outcome = tuple[tuple[int, ...], tuple[float, ...]]
 
@@ -77,3 +81,36 @@ def test_finished_requests_leave_only_their_rows_in_the_prefix_cache(fresh_engin
     grown = rss_mib() - before
     print(f"24 finished requests: RSS {grown:+.0f} MiB")
     assert grown < 150
+
+
+MALLINFO2_FIELDS = ("arena", "ordblks", "smblks", "hblks", "hblkhd")
+MALLINFO2_FIELDS += ("usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")
+
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in MALLINFO2_FIELDS]
+
+
+def heap_in_use_mib() -> float:
+    """What malloc has handed out and not had back (glibc's mallinfo2: arena in use + mmapped).
+    Unlike RSS, it drops as soon as memory is freed, whatever the allocator keeps for reuse."""
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype = MallInfo2
+    info = libc.mallinfo2()
+    return float(info.uordblks + info.hblkhd) / 2**20
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads glibc's mallinfo2")
+def test_the_prefix_cache_keeps_at_most_its_limit_of_entries(fresh_engine: InferenceBackend) -> None:
+    """The engine keeps 16 finished requests for reuse (src/model.rs); on the CPU the unpatched
+    engine never evicted one, so memory grew with every distinct request."""
+    text = " ".join(PROMPTS * 8)  # about 490 tokens: short of the 512-token sliding window, so cached
+    assert 480 < len(fresh_engine.tokenize(f"Note 31. {text}")) < 500
+    fresh_engine.generate("Warm-up", max_tokens=2)
+    before = heap_in_use_mib()
+    for i in range(32):
+        fresh_engine.generate(f"Note {i}. {text}", max_tokens=4)
+    grown = heap_in_use_mib() - before
+    # An entry holds ~490 rows of 36 KiB: 16 entries are ~275 MiB, 32 would be ~550 MiB.
+    print(f"32 distinct ~490-token requests: heap in use {grown:+.0f} MiB")
+    assert grown < 400

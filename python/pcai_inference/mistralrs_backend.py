@@ -119,9 +119,11 @@ class MistralRsBackend(InferenceBackend):
         ``max_context`` caps the tokens of one request (prompt and generated together), like
         llama.cpp's ``n_ctx``; a smaller window loads faster. Default: the model's own window.
 
-        ``max_batch`` is the most requests the engine runs together in one step (default 1:
-        concurrent requests run one at a time); further concurrent requests wait their turn.
-        Each request gets the same text it would get alone, whatever else runs beside it.
+        ``max_batch`` is the most requests the engine runs together in one step (default 8;
+        1 runs concurrent requests one at a time); further concurrent requests wait their turn.
+        With quantized weights each request gets exactly what it gets alone, whatever else runs
+        beside it (unquantized weights: log-probabilities equal to float rounding). Models that
+        take audio run one request at a time.
 
         For SafeTensors models only: ``dtype`` (``auto``, ``f32``, ``f16``, ``bf16``) and
         ``isq``, in-situ quantization at load (e.g. ``"Q4K"``, ``"Q8_0"``).
