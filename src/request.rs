@@ -320,7 +320,11 @@ mod tests {
     fn neutral_penalties_are_left_to_the_engine_unset() {
         let s = engine_sampling(&GenerationParams::default(), vec![]);
         assert_eq!(
-            (s.repetition_penalty, s.presence_penalty, s.frequency_penalty),
+            (
+                s.repetition_penalty,
+                s.presence_penalty,
+                s.frequency_penalty
+            ),
             (None, None, None)
         );
     }
