@@ -41,6 +41,28 @@ LONG_PROMPT = (
 ) * 17
 
 
+class FifoLock:
+    """A lock granted in the order it was asked for: how a serving process that runs one request
+    at a time queues the others (first come, first served). `threading.Lock` grants in no order,
+    which made a newcomer's wait depend on thread scheduling instead of the queue ahead of it."""
+
+    def __init__(self) -> None:
+        self._turn = threading.Condition()
+        self._next_ticket = 0
+        self._serving = 0
+
+    def __enter__(self) -> None:
+        with self._turn:
+            ticket = self._next_ticket
+            self._next_ticket += 1
+            self._turn.wait_for(lambda: self._serving == ticket)
+
+    def __exit__(self, *_: object) -> None:
+        with self._turn:
+            self._serving += 1
+            self._turn.notify_all()
+
+
 class Engine:
     """The workloads every engine implements."""
 
@@ -53,6 +75,11 @@ class Engine:
 
     def stream(self, prompt: str, n: int) -> Iterator[str]:
         raise NotImplementedError
+
+    def first_token(self, prompt: str) -> None:
+        """Returns when the first token of a greedy answer to `prompt` is out."""
+        for _ in self.stream(prompt, 1):
+            break
 
     concurrent_safe = True
 
@@ -80,14 +107,14 @@ class Pcai(Engine):
 
 
 class LlamaCpp(Engine):
-    concurrent_safe = False  # one context; calls are serialized with a lock
+    concurrent_safe = False  # one context; calls are served one at a time in arrival order
 
     def __init__(self, model: str) -> None:
         from llama_cpp import Llama
 
         self.llm = Llama(model_path=model, n_ctx=CONTEXT, n_threads=2, seed=0, verbose=False)
         self.ban = {i: float("-inf") for i in (self.llm.token_eos(), *self._eog_extra())}
-        self.lock = threading.Lock()
+        self.lock = FifoLock()
 
     def _eog_extra(self) -> list[int]:
         ids = self.llm.tokenize(b"<end_of_turn>", add_bos=False, special=True)
@@ -119,7 +146,8 @@ class LlamaCpp(Engine):
 class MistralRsWheel(Engine):
     """The official wheel. Its completion API does not stream, so the streaming figures are
     left out; time to first token is its own prompt time. Called from several threads it
-    fails with `Already borrowed`, so calls are serialized with a lock, as for llama.cpp."""
+    fails with `Already borrowed`, so calls are served one at a time in arrival order, as for
+    llama.cpp."""
 
     concurrent_safe = False
 
@@ -130,7 +158,7 @@ class MistralRsWheel(Engine):
         self.runner = Runner(
             which=Which.GGUF(tok_model_id=None, quantized_model_id=str(p.parent), quantized_filename=p.name)
         )
-        self.lock = threading.Lock()
+        self.lock = FifoLock()
 
     def _complete(self, prompt: str, n: int) -> Any:
         from mistralrs import CompletionRequest
@@ -149,6 +177,9 @@ class MistralRsWheel(Engine):
 
     def stream(self, prompt: str, n: int) -> Iterator[str]:
         raise NotImplementedError
+
+    def first_token(self, prompt: str) -> None:
+        self._complete(prompt, 1)
 
 
 class PcaiSerial(Pcai):
@@ -247,8 +278,7 @@ def timed_arrival_ttft(engine: Engine) -> dict[str, float]:
         time.sleep(2.0)
         for i in range(ARRIVALS):
             t0 = time.perf_counter()
-            for _ in engine.stream(f"A new question ({i}): what is the tallest mountain?", 1):
-                break
+            engine.first_token(f"A new question ({i}): what is the tallest mountain?")
             waits.append(time.perf_counter() - t0)
             time.sleep(0.3)
         stop.set()

@@ -11,6 +11,9 @@ left untouched, so cargo does not recompile it.
     python engine/prepare_engine.py --stage NAME DIR      # DIR/a: before patch NAME, DIR/b: with it
     python engine/prepare_engine.py --refresh NAME DIR    # rewrite patch NAME as the diff DIR/a -> DIR/b
 
+NAME is a patch's file name, stem or number, as `CRATE/NAME` where crates share it
+(`candle-core/0001`).
+
 Standard library only: the PEP 517 backend (`engine/pcai_build_backend.py`) imports it.
 """
 
@@ -183,11 +186,22 @@ def prepare_all(verbose: bool = True) -> None:
 
 
 def _crate_of(patch_name: str) -> tuple[PatchedCrate, list[Path], Path]:
-    for crate in patched_crates():
-        for i, patch in enumerate(crate.patches):
-            if patch_name in (patch.name, patch.stem) or patch.name.startswith(f"{patch_name}-"):
-                return crate, crate.patches[:i], patch
-    raise EngineBuildError(f"no engine patch named {patch_name}")
+    """The patch named `NAME` (its file name, stem or number) or `CRATE/NAME`, with its crate and
+    the patches applied before it. A name that more than one crate has is refused."""
+    crate_name, _, name = patch_name.rpartition("/")
+    found = [
+        (crate, crate.patches[:i], patch)
+        for crate in patched_crates()
+        if crate_name in ("", crate.name)
+        for i, patch in enumerate(crate.patches)
+        if name in (patch.name, patch.stem) or patch.name.startswith(f"{name}-")
+    ]
+    if not found:
+        raise EngineBuildError(f"no engine patch named {patch_name}")
+    if len(found) > 1:
+        names = ", ".join(f"{crate.name}/{patch.name}" for crate, _, patch in found)
+        raise EngineBuildError(f"{patch_name} names more than one patch ({names}): name it as CRATE/NAME")
+    return found[0]
 
 
 def stage(patch_name: str, into: Path) -> None:
@@ -201,7 +215,8 @@ def stage(patch_name: str, into: Path) -> None:
             raise EngineBuildError(f"{into / side} exists; choose an empty folder")
         (into / side).mkdir(parents=True)
         _apply(patches, _unpack(pristine, crate, into / side).rename(into / side / "crate"))
-    print(f"edit {into / 'b' / 'crate'}, then: python engine/prepare_engine.py --refresh {patch.name} {into}")
+    refresh_command = f"python engine/prepare_engine.py --refresh {crate.name}/{patch.name} {into}"
+    print(f"edit {into / 'b' / 'crate'}, then: {refresh_command}")
 
 
 def refresh(patch_name: str, staged: Path) -> None:

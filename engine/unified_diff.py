@@ -127,7 +127,7 @@ def write(old_root: Path, new_root: Path, context: int = 3) -> str:
         {p.relative_to(old_root).as_posix() for p in old_root.rglob("*") if p.is_file()}
         | {p.relative_to(new_root).as_posix() for p in new_root.rglob("*") if p.is_file()}
     )
-    out = []
+    out: list[str] = []
     for name in names:
         old_file, new_file = old_root / name, new_root / name
         if old_file.is_file() and new_file.is_file() and old_file.read_bytes() == new_file.read_bytes():

@@ -81,3 +81,13 @@ def test_a_patch_that_no_longer_applies_fails_naming_it(monkeypatch: pytest.Monk
     with pytest.raises(prepare_engine.EngineBuildError, match=r"0001-stale.patch does not apply"):
         prepare_engine.prepare(crate)
     assert not (tmp_path / "build" / f"{crate.name}-{crate.version}").exists()
+
+
+def test_a_patch_number_that_crates_share_must_name_its_crate() -> None:
+    shared = [c for c in prepare_engine.patched_crates() if any(p.name.startswith("0001-") for p in c.patches)]
+    assert len(shared) > 1, "this test needs two crates with a patch 0001"
+    with pytest.raises(prepare_engine.EngineBuildError, match="names more than one patch"):
+        prepare_engine._crate_of("0001")
+    for crate in shared:
+        found, before, patch = prepare_engine._crate_of(f"{crate.name}/0001")
+        assert (found, before, patch) == (crate, [], crate.patches[0])
