@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -122,6 +124,40 @@ def test_unload_then_generate_then_reload(model_path: Path, tmp_path: Path) -> N
         b.load_model(copy)
         assert b.generate("Hello", max_tokens=4, temperature=0.0).text == first
     assert not b.is_loaded
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts threads in /proc/self/task")
+def test_loading_and_unloading_leaves_no_threads_behind(model_path: Path) -> None:
+    """Each loaded model has an engine thread heading a pool of compute threads (engine patch
+    0010); unloading ends them all, however many times a model is loaded."""
+
+    def threads() -> int:
+        return len(os.listdir("/proc/self/task"))
+
+    def cycle(b: InferenceBackend) -> None:
+        b.load_model(model_path)
+        assert b.generate("Hello", max_tokens=4, temperature=0.0).tokens_generated == 4
+        b.unload()
+
+    def settled() -> int:
+        """The thread count once it stops changing (engine threads end just after unload)."""
+        count, deadline = threads(), time.monotonic() + 10.0
+        while time.monotonic() < deadline:
+            time.sleep(0.2)
+            count, before = threads(), count
+            if count == before:
+                break
+        return count
+
+    with BackendType.MISTRALRS.create(device="cpu") as b:
+        cycle(b)  # threads that live for the whole process (global pools, runtimes) now exist
+        baseline = settled()
+        b.load_model(model_path)
+        assert threads() > baseline  # a loaded model has threads of its own
+        b.unload()
+        for _ in range(3):
+            cycle(b)
+        assert settled() <= baseline
 
 
 def test_unloading_during_a_generation_ends_it_with_model_closed_error(model_path: Path) -> None:
