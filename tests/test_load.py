@@ -129,7 +129,8 @@ def test_unload_then_generate_then_reload(model_path: Path, tmp_path: Path) -> N
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts threads in /proc/self/task")
 def test_loading_and_unloading_leaves_no_threads_behind(model_path: Path) -> None:
     """Each loaded model has an engine thread heading a pool of compute threads (engine patch
-    0010); unloading ends them all, however many times a model is loaded."""
+    0010) and a throughput-logging thread; unloading ends them all, however many times a model
+    is loaded. Without engine patch 0011 the logging thread outlived its engine."""
 
     def threads() -> int:
         return len(os.listdir("/proc/self/task"))
