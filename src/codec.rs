@@ -16,11 +16,19 @@ pub struct Codec {
     tokenizer: Arc<Tokenizer>,
     /// Put first when special tokens are added, unless the tokenizer already did.
     bos_id: Option<u32>,
+    /// Counted once: the tokenizer counts by building its whole vocabulary as a map (for
+    /// 262,144 tokens, tens of milliseconds of one core at every request).
+    vocab_size: u32,
 }
 
 impl Codec {
     pub fn new(tokenizer: Arc<Tokenizer>, bos_id: Option<u32>) -> Self {
-        Self { tokenizer, bos_id }
+        let vocab_size = tokenizer.get_vocab_size(true) as u32;
+        Self {
+            tokenizer,
+            bos_id,
+            vocab_size,
+        }
     }
 
     /// Our conversion of a GGUF vocabulary.
@@ -61,7 +69,7 @@ impl Codec {
     }
 
     pub fn vocab_size(&self) -> u32 {
-        self.tokenizer.get_vocab_size(true) as u32
+        self.vocab_size
     }
 
     pub fn tokenize(&self, text: &str, add_special_tokens: bool) -> Outcome<Vec<u32>> {

@@ -35,18 +35,34 @@ pub fn uniform_for_step(seed: u64, step: usize) -> f64 {
     (bits >> 11) as f64 / (1u64 << 53) as f64
 }
 
-/// Index of the largest finite logit; the first one on ties. `None` if nothing is finite.
+/// Index of the largest logit that is neither NaN nor negative infinity; the first one on
+/// ties. `None` if there is none.
+///
+/// Two passes in lanes of 16 that the compiler turns into vector instructions (a 262,144-entry
+/// vocabulary took a quarter of a millisecond per sequence and step one element at a time):
+/// the largest value (a NaN never compares greater), then the first chunk holding it.
 pub fn argmax(logits: &[f32]) -> Option<u32> {
-    let mut best: Option<(usize, f32)> = None;
-    for (i, &l) in logits.iter().enumerate() {
-        if l.is_nan() || l == f32::NEG_INFINITY {
-            continue;
-        }
-        if best.is_none_or(|(_, b)| l > b) {
-            best = Some((i, l));
+    const LANES: usize = 16;
+    let chunks = logits.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    let mut lanes = [f32::NEG_INFINITY; LANES];
+    for chunk in chunks {
+        for (m, &l) in lanes.iter_mut().zip(chunk) {
+            *m = if l > *m { l } else { *m };
         }
     }
-    best.map(|(i, _)| i as u32)
+    let max = lanes
+        .iter()
+        .chain(tail)
+        .fold(f32::NEG_INFINITY, |m, &l| if l > m { l } else { m });
+    if max == f32::NEG_INFINITY {
+        return None;
+    }
+    let chunk = logits
+        .chunks(LANES)
+        .position(|c| c.iter().fold(false, |hit, &l| hit | (l == max)))?;
+    let within = logits[chunk * LANES..].iter().position(|&l| l == max)?;
+    Some((chunk * LANES + within) as u32)
 }
 
 /// Picks the token for `step`.
@@ -154,6 +170,26 @@ mod tests {
     fn argmax_skips_masked_entries() {
         assert_eq!(argmax(&[f32::NEG_INFINITY, f32::NAN, -5.0]), Some(2));
         assert_eq!(argmax(&[f32::NEG_INFINITY]), None);
+        assert_eq!(argmax(&[f32::NAN; 40]), None);
+        assert_eq!(argmax(&[]), None);
+    }
+
+    #[test]
+    fn argmax_is_the_first_largest_at_every_position() {
+        // Lengths around the lane width, the best value in every position, ties after it.
+        for len in [1usize, 15, 16, 17, 33, 100] {
+            for best in 0..len {
+                let mut logits: Vec<f32> = (0..len).map(|i| -((i * 7 % 13) as f32)).collect();
+                logits[best] = 2.0;
+                if best + 1 < len {
+                    logits[len - 1] = 2.0;
+                }
+                if best > 0 {
+                    logits[best - 1] = f32::NAN;
+                }
+                assert_eq!(argmax(&logits), Some(best as u32), "len {len}, best {best}");
+            }
+        }
     }
 
     #[test]
