@@ -124,7 +124,6 @@ def main() -> None:
 
         model = default_model_path()
     peer_python = args.venv / "bin" / "python"
-    bandwidth = memory_bandwidth()
     model_bytes = model.stat().st_size
     results: dict[str, dict[str, Any]] = {}
     for engine in args.engines.split(","):
@@ -135,11 +134,14 @@ def main() -> None:
             continue
         r = run_engine(python, engine, model)
         if r is not None:
-            bound = bandwidth["read_gb_s"] * 1e9 / model_bytes
-            r["decode_fraction_of_bound"] = r["decode_tok_s"] / bound
             results[engine] = r
-    print()
+    # Only after the engines: Linux carries a process's peak RSS through fork and exec into
+    # `ru_maxrss`, so an engine started after this 1 GiB measurement reported at least 1 GiB.
+    bandwidth = memory_bandwidth()
     bound = bandwidth["read_gb_s"] * 1e9 / model_bytes
+    for r in results.values():
+        r["decode_fraction_of_bound"] = r["decode_tok_s"] / bound
+    print()
     print(
         f"model: {model.name} ({model_bytes / 2**20:.0f} MiB); memory read {bandwidth['read_gb_s']:.1f} GB/s, "
         f"copy {bandwidth['copy_gb_s']:.1f} GB/s; decode bound {bound:.1f} tok/s"
