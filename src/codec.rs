@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokenizers::Tokenizer;
 
 use crate::failure::{Failure, FailureKind, Outcome};
-use crate::gguf_convert;
+use crate::gguf_content;
 use crate::gguf_header::read_gguf_header;
 use crate::gguf_tokenizer::GgufVocab;
 
@@ -33,13 +33,16 @@ impl Codec {
 
     /// Our conversion of a GGUF vocabulary.
     pub fn from_vocab(vocab: &GgufVocab) -> Result<Self, String> {
-        let json = vocab.to_tokenizer_json()?;
-        let tokenizer =
-            Tokenizer::from_bytes(json.as_bytes()).map_err(|e| format!("tokenizer: {e}"))?;
         Ok(Self::new(
-            Arc::new(tokenizer),
+            Arc::new(Self::tokenizer_from_vocab(vocab)?),
             vocab.bos_id.filter(|_| vocab.add_bos),
         ))
+    }
+
+    /// Our conversion of a GGUF vocabulary to a tokenizer.
+    pub fn tokenizer_from_vocab(vocab: &GgufVocab) -> Result<Tokenizer, String> {
+        let json = vocab.to_tokenizer_json()?;
+        Tokenizer::from_bytes(json.as_bytes()).map_err(|e| format!("tokenizer: {e}"))
     }
 
     /// The tokenizer of a GGUF file, without loading its weights.
@@ -53,8 +56,8 @@ impl Codec {
             ));
         }
         read_gguf_header(path).map_err(format)?;
-        let content = gguf_convert::read_content(path).map_err(format)?;
-        let vocab = gguf_convert::read_vocab(&content).map_err(format)?;
+        let content = gguf_content::read_content(path).map_err(format)?;
+        let vocab = gguf_content::read_vocab(&content).map_err(format)?;
         let codec = Self::from_vocab(&vocab).map_err(format)?;
         Ok((codec, vocab))
     }

@@ -20,14 +20,13 @@ use mistralrs::{
 
 use crate::chat_template::ChatTemplate;
 use crate::codec::Codec;
-use crate::context_variant::folder_for_context;
 use crate::device::{resolve_device, DeviceRequest};
 use crate::engine_lifetime::{
     release_free_memory, ClosedFlag, EngineThreads, EngineWatch, IdleTrim,
 };
 use crate::failure::{Failure, FailureKind, Outcome};
 use crate::generation::Generation;
-use crate::gguf_convert;
+use crate::gguf_content;
 use crate::gguf_header::{
     check_model_metadata, is_supported_architecture, read_gguf_header, GgufSummary,
     SUPPORTED_ARCHITECTURES,
@@ -198,8 +197,16 @@ fn load_failure(path: &Path, e: impl std::fmt::Display) -> Failure {
     )
 }
 
-/// Loads a GGUF file whose architecture the engine's GGUF loader supports.
-fn load_engine_gguf(path: &Path, device: &Device) -> Outcome<EnginePipeline> {
+/// Loads a GGUF file with the engine's GGUF loader (Gemma 3 through our engine patch, which
+/// reads it natively), handing it our tokenizer where we have one, so that the engine and we
+/// share one, and the context limit for the models whose tables are sized by it.
+fn load_engine_gguf(
+    path: &Path,
+    device: &Device,
+    tokenizer: Option<tokenizers::Tokenizer>,
+    max_context: Option<usize>,
+    dtype: ModelDType,
+) -> Outcome<EnginePipeline> {
     let dir = path
         .parent()
         .unwrap_or(Path::new("."))
@@ -209,7 +216,7 @@ fn load_engine_gguf(path: &Path, device: &Device) -> Outcome<EnginePipeline> {
         .file_name()
         .map(|f| f.to_string_lossy().into_owned())
         .unwrap_or_default();
-    GGUFLoaderBuilder::new(
+    let mut builder = GGUFLoaderBuilder::new(
         None,
         None,
         dir,
@@ -217,67 +224,26 @@ fn load_engine_gguf(path: &Path, device: &Device) -> Outcome<EnginePipeline> {
         GGUFSpecificConfig { topology: None },
         false,
         None,
-    )
-    .build()
-    .load_model_from_hf(
-        None,
-        TokenSource::None,
-        &ModelDType::Auto,
-        device,
-        true,
-        DeviceMapSetting::Auto(AutoDeviceMapParams::default_text()),
-        None,
-        None,
-    )
-    .map_err(|e| load_failure(path, e))
-}
-
-/// Loads a GGUF file through the engine's SafeTensors loader (see `gguf_convert`).
-fn load_converted_gguf(
-    path: &Path,
-    device: &Device,
-    max_context: Option<usize>,
-    tokenizer_json: Option<String>,
-) -> Outcome<EnginePipeline> {
-    let format_error =
-        |e: String| Failure::new(FailureKind::ModelFormat, format!("{}: {e}", path.display()));
-    let converted =
-        gguf_convert::convert_gemma3(path, &gguf_convert::cache_root()).map_err(format_error)?;
-    let folder = match max_context {
-        Some(n) => folder_for_context(&converted.dir, n).map_err(format_error)?,
-        None => converted.dir.clone(),
-    };
-    let config = MultimodalSpecificConfig {
-        topology: None,
-        write_uqff: None,
-        from_uqff: Some(vec![PathBuf::from(&converted.uqff_file)]),
-        max_edge: None,
-        imatrix: None,
-        calibration_file: None,
-        hf_cache_path: None,
-        matformer_config_path: None,
-        matformer_slice_name: None,
-        organization: Default::default(),
-    };
-    MultimodalLoaderBuilder::new(
-        config,
-        None,
-        tokenizer_json,
-        Some(folder.to_string_lossy().into_owned()),
-        None,
-    )
-    .build(Some(MultimodalLoaderType::Gemma3))
-    .load_model_from_hf(
-        None,
-        TokenSource::None,
-        &ModelDType::F32,
-        device,
-        true,
-        DeviceMapSetting::Auto(AutoDeviceMapParams::default_multimodal()),
-        None,
-        None,
-    )
-    .map_err(|e| load_failure(path, e))
+    );
+    if let Some(tokenizer) = tokenizer {
+        builder = builder.with_tokenizer(tokenizer);
+    }
+    if let Some(n) = max_context {
+        builder = builder.with_max_seq_len(n);
+    }
+    builder
+        .build()
+        .load_model_from_hf(
+            None,
+            TokenSource::None,
+            &dtype,
+            device,
+            true,
+            DeviceMapSetting::Auto(AutoDeviceMapParams::default_text()),
+            None,
+            None,
+        )
+        .map_err(|e| load_failure(path, e))
 }
 
 /// The engine's scheduler and request loop around a loaded pipeline.
@@ -465,6 +431,8 @@ impl LoadedModel {
             return Err(format_failure(&dir, "names no end-of-sequence token"));
         }
         let context_window = context_window(options.max_context, metadata.max_seq_len);
+        // Loading freed far more than it keeps (the tokenizer's parse alone, ~270 MiB here).
+        release_free_memory();
         // The engine's audio model (Voxtral) keeps the audio of the last prompt it prefilled in
         // one model-wide cache that every decode step reads: two requests in flight would read
         // each other's audio. Requests to it run one at a time.
@@ -511,15 +479,15 @@ impl LoadedModel {
             .map(read_tokenizer_file)
             .transpose()?;
         let started = std::time::Instant::now();
-        let content = gguf_convert::read_content(&path).map_err(|e| {
+        let content = gguf_content::read_content(&path).map_err(|e| {
             Failure::new(FailureKind::ModelFormat, format!("{}: {e}", path.display()))
         })?;
-        let vocab = gguf_convert::read_vocab(&content).map_err(|e| {
+        let vocab = gguf_content::read_vocab(&content).map_err(|e| {
             Failure::new(FailureKind::ModelFormat, format!("{}: {e}", path.display()))
         })?;
         let template_source = options
             .chat_template
-            .or_else(|| gguf_convert::chat_template(&content));
+            .or_else(|| gguf_content::chat_template(&content));
         drop(content);
         let token_text = |id: Option<u32>| id.map(|i| vocab.tokens[i as usize].clone());
         let chat_template = template_source
@@ -527,18 +495,31 @@ impl LoadedModel {
             .transpose()
             .map_err(Failure::invalid)?;
         let architecture = summary.architecture.clone().unwrap_or_default();
-        let converted = gguf_convert::needs_conversion(&architecture);
         tracing::info!("read the GGUF metadata in {:.2?}", started.elapsed());
 
-        let pipeline = if converted {
-            let tokenizer_json = options
-                .tokenizer
-                .as_ref()
-                .map(|p| p.to_string_lossy().into_owned());
-            load_converted_gguf(&path, &device, options.max_context, tokenizer_json)?
-        } else {
-            load_engine_gguf(&path, &device)?
+        // One tokenizer for the engine and us: the one given, else our conversion of the GGUF
+        // vocabulary; the engine converts only the kinds we do not (its Gemma 3 ids differ from
+        // llama.cpp's, so Gemma 3 needs ours).
+        let gemma3 = architecture == "gemma3";
+        let tokenizer = match tokenizer_override {
+            Some(t) => Some(Arc::unwrap_or_clone(t)),
+            None => match Codec::tokenizer_from_vocab(&vocab) {
+                Ok(t) => Some(t),
+                Err(why) if gemma3 => return Err(format_failure(&path, &why)),
+                Err(why) => {
+                    tracing::warn!("using the engine's tokenizer: {why}");
+                    None
+                }
+            },
         };
+        let ours = tokenizer.is_some();
+        // F32 activations on the CPU for Gemma 3 (the engine's automatic choice elsewhere).
+        let dtype = if gemma3 {
+            ModelDType::F32
+        } else {
+            ModelDType::Auto
+        };
+        let pipeline = load_engine_gguf(&path, &device, tokenizer, options.max_context, dtype)?;
         tracing::info!(
             "the engine loaded the model after {:.2?}",
             started.elapsed()
@@ -548,26 +529,13 @@ impl LoadedModel {
             let p = pipeline.blocking_lock();
             (p.tokenizer(), p.get_metadata())
         };
-        // Our own conversion of the GGUF vocabulary (a converted model's engine tokenizer is
-        // already ours); the engine's for tokenizer kinds we do not convert.
         let bos = vocab.bos_id.filter(|_| vocab.add_bos);
-        let codec = match (tokenizer_override, converted, engine_tokenizer) {
-            // The converted model's engine was given the same file.
-            (Some(t), _, _) | (None, true, Some(t)) => Codec::new(t, bos),
-            (None, _, engine) => match Codec::from_vocab(&vocab) {
-                Ok(c) => c,
-                Err(why) => {
-                    let t = engine.ok_or_else(|| {
-                        Failure::new(
-                            FailureKind::ModelFormat,
-                            format!("{}: {why}", path.display()),
-                        )
-                    })?;
-                    tracing::warn!("using the engine's tokenizer: {why}");
-                    Codec::new(t, bos)
-                }
-            },
-        };
+        let engine_tokenizer = engine_tokenizer
+            .ok_or_else(|| format_failure(&path, "the engine has no tokenizer for this file"))?;
+        if !ours {
+            tracing::debug!("tokenizing with the engine's conversion of the vocabulary");
+        }
+        let codec = Codec::new(engine_tokenizer, bos);
         tracing::info!("tokenizer ready after {:.2?}", started.elapsed());
         let eog_ids = merge_ids(
             vocab.end_of_generation_ids(),
@@ -580,6 +548,8 @@ impl LoadedModel {
             ));
         }
         let context_window = context_window(options.max_context, metadata.max_seq_len);
+        // Loading freed far more than it keeps (the tokenizer's parse alone, ~270 MiB here).
+        release_free_memory();
 
         Ok(Self {
             engine: start_engine(pipeline, false, options.max_batch),
