@@ -41,8 +41,7 @@ impl Codec {
 
     /// Our conversion of a GGUF vocabulary to a tokenizer.
     pub fn tokenizer_from_vocab(vocab: &GgufVocab) -> Result<Tokenizer, String> {
-        let json = vocab.to_tokenizer_json()?;
-        Tokenizer::from_bytes(json.as_bytes()).map_err(|e| format!("tokenizer: {e}"))
+        vocab.to_tokenizer().map_err(|e| format!("tokenizer: {e}"))
     }
 
     /// The tokenizer of a GGUF file, without loading its weights.

@@ -1,4 +1,4 @@
-//! A Hugging Face `tokenizer.json` built from a GGUF file's tokenizer metadata.
+//! A Hugging Face tokenizer built from a GGUF file's tokenizer metadata.
 //!
 //! The engine turns `tokenizer.ggml.model = "llama"` (SentencePiece) vocabularies into a
 //! Unigram model, which segments differently from SentencePiece-BPE. We build a BPE model with
@@ -8,6 +8,19 @@
 use std::collections::HashMap;
 
 use serde_json::{json, Value};
+use tokenizers::models::bpe::{Vocab, BPE};
+use tokenizers::{AddedToken, Tokenizer};
+
+/// The tables of a BPE model, built directly: through `tokenizer.json` text, the parse of a
+/// 262,144-token vocabulary and its half a million merges took a second and about 270 MiB of
+/// transient memory.
+struct BpeTables {
+    vocab: Vocab,
+    merges: Vec<(String, String)>,
+    unk: Option<String>,
+    byte_fallback: bool,
+    ignore_merges: bool,
+}
 
 /// `tokenizer.ggml.token_type` values (llama.cpp's `llama_token_attr` ordering).
 pub const TOKEN_NORMAL: i32 = 1;
@@ -84,40 +97,34 @@ impl GgufVocab {
         ids
     }
 
-    fn vocab_map(&self) -> serde_json::Map<String, Value> {
-        let mut m = serde_json::Map::with_capacity(self.tokens.len());
+    fn vocab(&self) -> Vocab {
+        let mut m = Vocab::with_capacity(self.tokens.len());
         for (i, t) in self.tokens.iter().enumerate() {
             // Duplicate spellings keep the first id, as SentencePiece does.
-            m.entry(t.clone()).or_insert(json!(i));
+            m.entry(t.clone()).or_insert(i as u32);
         }
         m
     }
 
-    fn added_tokens(&self) -> Vec<Value> {
+    /// Control, user-defined and unknown tokens, matched in the text before the model runs.
+    fn added_tokens(&self) -> Vec<AddedToken> {
         self.tokens
             .iter()
             .zip(&self.token_types)
-            .enumerate()
-            .filter(|(_, (_, ty))| {
-                matches!(**ty, TOKEN_CONTROL | TOKEN_USER_DEFINED | TOKEN_UNKNOWN)
-            })
-            .map(|(i, (t, ty))| {
-                json!({
-                    "id": i,
-                    "content": t,
-                    "single_word": false,
-                    "lstrip": false,
-                    "rstrip": false,
-                    "normalized": false,
-                    "special": *ty != TOKEN_USER_DEFINED,
-                })
+            .filter(|(_, ty)| matches!(**ty, TOKEN_CONTROL | TOKEN_USER_DEFINED | TOKEN_UNKNOWN))
+            .map(|(t, ty)| {
+                AddedToken::from(t.clone(), *ty != TOKEN_USER_DEFINED)
+                    .single_word(false)
+                    .lstrip(false)
+                    .rstrip(false)
+                    .normalized(false)
             })
             .collect()
     }
 
     /// SentencePiece-BPE merges: every split of a normal piece into two known pieces, ranked by
     /// the merged piece's score (higher first), then by id.
-    fn spm_merges(&self) -> Vec<Value> {
+    fn spm_merges(&self) -> Vec<(String, String)> {
         let index: HashMap<&str, usize> = self
             .tokens
             .iter()
@@ -140,7 +147,7 @@ impl GgufVocab {
         merges.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
         merges
             .into_iter()
-            .map(|(_, _, l, r)| json!([self.tokens[l], self.tokens[r]]))
+            .map(|(_, _, l, r)| (self.tokens[l].clone(), self.tokens[r].clone()))
             .collect()
     }
 
@@ -169,8 +176,34 @@ impl GgufVocab {
         json!({"type": "TemplateProcessing", "single": single, "pair": pair, "special_tokens": special})
     }
 
+    /// The tokenizer.
+    pub fn to_tokenizer(&self) -> Result<Tokenizer, String> {
+        let (skeleton, tables) = self.skeleton_and_tables()?;
+        let text = serde_json::to_string(&skeleton).map_err(|e| e.to_string())?;
+        let mut tokenizer = Tokenizer::from_bytes(text.as_bytes()).map_err(|e| e.to_string())?;
+        let mut bpe = BPE::builder()
+            .vocab_and_merges(tables.vocab, tables.merges)
+            .fuse_unk(tables.unk.is_some())
+            .byte_fallback(tables.byte_fallback)
+            .ignore_merges(tables.ignore_merges);
+        if let Some(unk) = tables.unk {
+            bpe = bpe.unk_token(unk);
+        }
+        tokenizer.with_model(bpe.build().map_err(|e| format!("BPE model: {e}"))?);
+        // After the model: an added token in the vocabulary keeps its id there.
+        tokenizer.add_tokens(&self.added_tokens());
+        Ok(tokenizer)
+    }
+
     /// The tokenizer as `tokenizer.json` text.
     pub fn to_tokenizer_json(&self) -> Result<String, String> {
+        self.to_tokenizer()?
+            .to_string(false)
+            .map_err(|e| e.to_string())
+    }
+
+    /// `tokenizer.json` without the model's tables and the added tokens, and those tables.
+    fn skeleton_and_tables(&self) -> Result<(Value, BpeTables), String> {
         let unk = self.unk_id.map(|i| self.tokens[i as usize].clone());
         let tokenizer = match self.model.as_str() {
             "llama" | "gemma" | "gemma3" => {
@@ -188,47 +221,44 @@ impl GgufVocab {
                 if self.add_space_prefix {
                     decoders.push(json!({"type": "Strip", "content": " ", "start": 1, "stop": 0}));
                 }
-                json!({
+                let skeleton = json!({
                     "version": "1.0",
                     "truncation": null,
                     "padding": null,
-                    "added_tokens": self.added_tokens(),
+                    "added_tokens": [],
                     "normalizer": {"type": "Sequence", "normalizers": normalizers},
                     "pre_tokenizer": null,
                     "post_processor": self.post_processor(),
                     "decoder": {"type": "Sequence", "decoders": decoders},
-                    "model": {
-                        "type": "BPE",
-                        "dropout": null,
-                        "unk_token": unk,
-                        "continuing_subword_prefix": null,
-                        "end_of_word_suffix": null,
-                        "fuse_unk": true,
-                        "byte_fallback": true,
-                        "ignore_merges": false,
-                        "vocab": self.vocab_map(),
-                        "merges": self.spm_merges(),
-                    }
-                })
+                    "model": empty_bpe(),
+                });
+                let tables = BpeTables {
+                    vocab: self.vocab(),
+                    merges: self.spm_merges(),
+                    unk,
+                    byte_fallback: true,
+                    ignore_merges: false,
+                };
+                (skeleton, tables)
             }
             "gpt2" => {
                 let pre = self.pre.as_deref().unwrap_or("default");
                 let (split, ignore_merges) = byte_level_split(pre).ok_or_else(|| {
                     format!("the byte-level BPE pre-tokenizer `{pre}` is not known to this version")
                 })?;
-                let merges: Vec<Value> = self
+                let merges: Vec<(String, String)> = self
                     .merges
                     .iter()
                     .map(|m| match m.split_once(' ') {
-                        Some((a, b)) => Ok(json!([a, b])),
+                        Some((a, b)) => Ok((a.to_string(), b.to_string())),
                         None => Err(format!("malformed merge `{m}`")),
                     })
                     .collect::<Result<_, _>>()?;
-                json!({
+                let skeleton = json!({
                     "version": "1.0",
                     "truncation": null,
                     "padding": null,
-                    "added_tokens": self.added_tokens(),
+                    "added_tokens": [],
                     "normalizer": null,
                     "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
                         {"type": "Split", "pattern": {"Regex": split}, "behavior": "Isolated", "invert": false},
@@ -236,19 +266,16 @@ impl GgufVocab {
                     ]},
                     "post_processor": self.post_processor(),
                     "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
-                    "model": {
-                        "type": "BPE",
-                        "dropout": null,
-                        "unk_token": null,
-                        "continuing_subword_prefix": null,
-                        "end_of_word_suffix": null,
-                        "fuse_unk": false,
-                        "byte_fallback": false,
-                        "ignore_merges": ignore_merges,
-                        "vocab": self.vocab_map(),
-                        "merges": merges,
-                    }
-                })
+                    "model": empty_bpe(),
+                });
+                let tables = BpeTables {
+                    vocab: self.vocab(),
+                    merges,
+                    unk: None,
+                    byte_fallback: false,
+                    ignore_merges,
+                };
+                (skeleton, tables)
             }
             other => {
                 return Err(format!(
@@ -256,8 +283,13 @@ impl GgufVocab {
                 ))
             }
         };
-        serde_json::to_string(&tokenizer).map_err(|e| e.to_string())
+        Ok(tokenizer)
     }
+}
+
+/// A BPE model without tables, replaced by `to_tokenizer`.
+fn empty_bpe() -> Value {
+    json!({"type": "BPE", "vocab": {}, "merges": []})
 }
 
 #[cfg(test)]
