@@ -5,7 +5,8 @@
 
 Each engine runs in its own process (bench/engines.py): load time, time to first token and
 prefill speed on a ~512-token prompt, greedy decode speed over 128 tokens (end of sequence
-banned), streaming decode, 4 concurrent requests, and peak RSS. The machine's memory read
+banned), streaming decode, concurrent requests, RSS after load and peak RSS (after the
+single requests, and over the whole run). The machine's memory read
 bandwidth is measured too, and decode is reported as a fraction of the bound it sets
 (every weight is read once per token).
 """
@@ -92,7 +93,9 @@ def table(results: dict[str, dict[str, Any]]) -> str:
         ("load8_staggered_tok_s", "8 different prompts 0.5 s apart (tok/s total)"),
         ("arrival_ttft_p50_s", "first token while 7 others decode, p50 (s)"),
         ("arrival_ttft_max_s", "first token while 7 others decode, max (s)"),
-        ("peak_rss_mib", "peak RSS (MiB)"),
+        ("rss_after_load_mib", "RSS after load (MiB)"),
+        ("peak_rss_single_mib", "peak RSS, single requests (MiB)"),
+        ("peak_rss_mib", "peak RSS, whole run (MiB)"),
         ("decode_fraction_of_bound", "decode / bandwidth bound"),
     ]
     names = list(results)
@@ -184,10 +187,15 @@ def main() -> None:
                 {"figure": "decode_tok_s", "vs": "pcai-serial", "target": 0.95, "ratio": ratio, "met": ratio >= 0.95}
             )
         if "llama-cpp" in results:
-            ratio = ours["peak_rss_mib"] / results["llama-cpp"]["peak_rss_mib"]
-            checks.append(
-                {"figure": "peak_rss_mib", "vs": "llama-cpp", "target": "<= 1.3", "ratio": ratio, "met": ratio <= 1.3}
-            )
+            # Memory and load time against llama.cpp, which serves one request at a time: the
+            # single-request peak (the whole run's includes 16 concurrent sequences).
+            peer = results["llama-cpp"]
+            for figure, limit in (("peak_rss_single_mib", 1.3), ("rss_after_load_mib", 1.2), ("load_s", 1.5)):
+                if figure in ours and figure in peer:
+                    ratio = ours[figure] / peer[figure]
+                    met = ratio <= limit
+                    target = f"<= {limit}"
+                    checks.append({"figure": figure, "vs": "llama-cpp", "target": target, "ratio": ratio, "met": met})
         print()
         for c in checks:
             verdict = "met    " if c["met"] else "NOT met"
