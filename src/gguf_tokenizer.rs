@@ -195,13 +195,6 @@ impl GgufVocab {
         Ok(tokenizer)
     }
 
-    /// The tokenizer as `tokenizer.json` text.
-    pub fn to_tokenizer_json(&self) -> Result<String, String> {
-        self.to_tokenizer()?
-            .to_string(false)
-            .map_err(|e| e.to_string())
-    }
-
     /// `tokenizer.json` without the model's tables and the added tokens, and those tables.
     fn skeleton_and_tables(&self) -> Result<(Value, BpeTables), String> {
         let unk = self.unk_id.map(|i| self.tokens[i as usize].clone());
@@ -295,7 +288,6 @@ fn empty_bpe() -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokenizers::Tokenizer;
 
     fn toy() -> GgufVocab {
         let tokens: Vec<String> = [
@@ -346,7 +338,7 @@ mod tests {
     #[test]
     fn builds_a_working_bpe_with_byte_fallback() {
         let v = toy();
-        let tok = Tokenizer::from_bytes(v.to_tokenizer_json().unwrap()).unwrap();
+        let tok = v.to_tokenizer().unwrap();
         let ids = tok.encode(" ab a", true).unwrap().get_ids().to_vec();
         assert_eq!(ids, vec![2, 10, 8]);
         // "é" is not in the vocabulary: its two UTF-8 bytes become byte tokens.

@@ -9,9 +9,9 @@ use indexmap::IndexMap;
 use mistralrs::core::AudioInput;
 use mistralrs::core::{
     AutoDeviceMapParams, DefaultSchedulerMethod, DeviceMapSetting, GGUFLoaderBuilder,
-    GGUFSpecificConfig, MistralRsBuilder, ModelCategory, ModelDType, MultimodalLoaderBuilder,
-    MultimodalLoaderType, MultimodalPromptPrefixer, MultimodalSpecificConfig, NormalLoaderBuilder,
-    NormalSpecificConfig, TokenSource,
+    GGUFSpecificConfig, IsqType, Loader, MistralRsBuilder, ModelCategory, ModelDType,
+    MultimodalLoaderBuilder, MultimodalLoaderType, MultimodalPromptPrefixer,
+    MultimodalSpecificConfig, NormalLoaderBuilder, NormalSpecificConfig, TokenSource,
 };
 use mistralrs::{
     parse_isq_value, Constraint, Device, MessageContent, MistralRs, NormalRequest, Request,
@@ -231,16 +231,36 @@ fn load_engine_gguf(
     if let Some(n) = max_context {
         builder = builder.with_max_seq_len(n);
     }
-    builder
-        .build()
+    let loader = builder.build();
+    load_local(
+        &*loader,
+        path,
+        device,
+        dtype,
+        AutoDeviceMapParams::default_text(),
+        None,
+    )
+}
+
+/// Runs an engine loader on local files (no hub, no token), silently, with automatic device
+/// mapping.
+fn load_local(
+    loader: &dyn Loader,
+    path: &Path,
+    device: &Device,
+    dtype: ModelDType,
+    mapping: AutoDeviceMapParams,
+    isq: Option<IsqType>,
+) -> Outcome<EnginePipeline> {
+    loader
         .load_model_from_hf(
             None,
             TokenSource::None,
             &dtype,
             device,
             true,
-            DeviceMapSetting::Auto(AutoDeviceMapParams::default_text()),
-            None,
+            DeviceMapSetting::Auto(mapping),
+            isq,
             None,
         )
         .map_err(|e| load_failure(path, e))
@@ -338,18 +358,7 @@ fn load_folder_pipeline(
     } else {
         AutoDeviceMapParams::default_text()
     };
-    loader
-        .load_model_from_hf(
-            None,
-            TokenSource::None,
-            &dtype,
-            device,
-            true,
-            DeviceMapSetting::Auto(mapping),
-            isq,
-            None,
-        )
-        .map_err(|e| load_failure(&model.dir, e))
+    load_local(&*loader, &model.dir, device, dtype, mapping, isq)
 }
 
 /// Options that only SafeTensors folders take.
@@ -431,7 +440,7 @@ impl LoadedModel {
             return Err(format_failure(&dir, "names no end-of-sequence token"));
         }
         let context_window = context_window(options.max_context, metadata.max_seq_len);
-        // Loading freed far more than it keeps (the tokenizer's parse alone, ~270 MiB here).
+        // Loading frees more than it keeps (files' metadata, tokenizer tables being built).
         release_free_memory();
         // The engine's audio model (Voxtral) keeps the audio of the last prompt it prefilled in
         // one model-wide cache that every decode step reads: two requests in flight would read
@@ -512,7 +521,6 @@ impl LoadedModel {
                 }
             },
         };
-        let ours = tokenizer.is_some();
         // F32 activations on the CPU for Gemma 3 (the engine's automatic choice elsewhere).
         let dtype = if gemma3 {
             ModelDType::F32
@@ -532,9 +540,6 @@ impl LoadedModel {
         let bos = vocab.bos_id.filter(|_| vocab.add_bos);
         let engine_tokenizer = engine_tokenizer
             .ok_or_else(|| format_failure(&path, "the engine has no tokenizer for this file"))?;
-        if !ours {
-            tracing::debug!("tokenizing with the engine's conversion of the vocabulary");
-        }
         let codec = Codec::new(engine_tokenizer, bos);
         tracing::info!("tokenizer ready after {:.2?}", started.elapsed());
         let eog_ids = merge_ids(
@@ -548,7 +553,7 @@ impl LoadedModel {
             ));
         }
         let context_window = context_window(options.max_context, metadata.max_seq_len);
-        // Loading freed far more than it keeps (the tokenizer's parse alone, ~270 MiB here).
+        // Loading frees more than it keeps (files' metadata, tokenizer tables being built).
         release_free_memory();
 
         Ok(Self {

@@ -64,3 +64,13 @@ def run_python(code: str, env: dict[str, str] | None = None, timeout: float = 30
         env=full_env,
         timeout=timeout,
     )
+
+
+# For code run by `run_python`: the process's memory high-water mark in KiB. VmHWM starts afresh
+# at exec; `ru_maxrss` would carry the test process's peak over.
+HIGH_WATER_KIB = """
+def high_water_kib():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+"""

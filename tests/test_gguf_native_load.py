@@ -8,19 +8,13 @@ from pathlib import Path
 
 from gguf import GGUFReader
 
-from conftest import run_python
+from conftest import HIGH_WATER_KIB, run_python
 
 # Loads the model in a fresh process and reports its memory high-water mark before and after,
 # and the bytes it wrote through system calls while loading.
 LOAD_AND_MEASURE = """
-import json, sys
+import json
 from pcai_inference import BackendType
-
-def high_water_kib():
-    # VmHWM starts afresh at exec; ru_maxrss carries the parent's high-water mark over.
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
 
 def written():
     for line in open("/proc/self/io"):
@@ -40,7 +34,7 @@ print(json.dumps({"before_kib": before_kib, "peak_kib": peak_kib, "wrote": wrote
 
 
 def measure(model_path: Path, env: dict[str, str] | None = None) -> dict[str, int]:
-    code = f"MODEL = {str(model_path)!r}\n" + LOAD_AND_MEASURE
+    code = f"MODEL = {str(model_path)!r}\n" + HIGH_WATER_KIB + LOAD_AND_MEASURE
     proc = run_python(code, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     report: dict[str, int] = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -12,7 +12,7 @@ import gguf
 import numpy as np
 import pytest
 
-from conftest import run_python
+from conftest import HIGH_WATER_KIB, run_python
 
 # A vocabulary big enough that a dense F32 table (128 MiB) stands out from the model's own size.
 VOCAB = 65_536
@@ -98,11 +98,6 @@ GENERATE = """
 import json
 from pcai_inference import BackendType
 
-def high_water_kib():
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-
 before = high_water_kib()
 b = BackendType.MISTRALRS.create(device="cpu")
 b.load_model(MODEL)
@@ -114,7 +109,7 @@ print(json.dumps({"ids": ids, "grown_kib": peak - before}))
 
 
 def generate(path: Path) -> dict[str, object]:
-    proc = run_python(f"MODEL = {str(path)!r}\nPROMPTS = {PROMPTS!r}\n" + GENERATE)
+    proc = run_python(f"MODEL = {str(path)!r}\nPROMPTS = {PROMPTS!r}\n" + HIGH_WATER_KIB + GENERATE)
     assert proc.returncode == 0, proc.stderr[-2000:]
     report: dict[str, object] = json.loads(proc.stdout.strip().splitlines()[-1])
     return report

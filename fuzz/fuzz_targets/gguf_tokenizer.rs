@@ -57,10 +57,7 @@ fuzz_target!(|data: &[u8]| {
         add_space_prefix: flags & 32 != 0,
         tokens,
     };
-    let Ok(json) = vocab.to_tokenizer_json() else {
-        return;
-    };
-    let Ok(tokenizer) = tokenizers::Tokenizer::from_bytes(json.as_bytes()) else {
+    let Ok(tokenizer) = vocab.to_tokenizer() else {
         return;
     };
     let text = String::from_utf8_lossy(rest);
