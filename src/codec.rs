@@ -24,6 +24,16 @@ pub struct Codec {
 impl Codec {
     pub fn new(tokenizer: Arc<Tokenizer>, bos_id: Option<u32>) -> Self {
         let vocab_size = tokenizer.get_vocab_size(true) as u32;
+        Self::with_vocab_size(tokenizer, bos_id, vocab_size)
+    }
+
+    /// A tokenizer whose vocabulary size is known (a GGUF file's token count): counting it costs
+    /// a copy of the vocabulary.
+    pub fn with_vocab_size(
+        tokenizer: Arc<Tokenizer>,
+        bos_id: Option<u32>,
+        vocab_size: u32,
+    ) -> Self {
         Self {
             tokenizer,
             bos_id,
@@ -33,9 +43,10 @@ impl Codec {
 
     /// Our conversion of a GGUF vocabulary.
     pub fn from_vocab(vocab: &GgufVocab) -> Result<Self, String> {
-        Ok(Self::new(
+        Ok(Self::with_vocab_size(
             Arc::new(Self::tokenizer_from_vocab(vocab)?),
             vocab.bos_id.filter(|_| vocab.add_bos),
+            vocab.tokens.len() as u32,
         ))
     }
 

@@ -5,8 +5,6 @@
 //! byte fallback instead, whose merges are ranked by the score of the merged piece, as
 //! SentencePiece and llama.cpp merge.
 
-use std::collections::HashMap;
-
 use serde_json::{json, Value};
 use tokenizers::models::bpe::{Vocab, BPE};
 use tokenizers::{AddedToken, Tokenizer};
@@ -16,10 +14,19 @@ use tokenizers::{AddedToken, Tokenizer};
 /// transient memory.
 struct BpeTables {
     vocab: Vocab,
-    merges: Vec<(String, String)>,
+    merges: BpeMerges,
     unk: Option<String>,
     byte_fallback: bool,
     ignore_merges: bool,
+}
+
+/// A BPE model's merges, in rank order.
+enum BpeMerges {
+    /// As the GGUF file spells them (byte-level vocabularies).
+    Text(Vec<(String, String)>),
+    /// As the ids each joins and the id it makes (our SentencePiece conversion, which knows
+    /// them: no half a million strings to copy and look up again; tokenizers patch 0002).
+    Ids(Vec<((u32, u32), u32)>),
 }
 
 /// `tokenizer.ggml.token_type` values (llama.cpp's `llama_token_attr` ordering).
@@ -123,31 +130,28 @@ impl GgufVocab {
     }
 
     /// SentencePiece-BPE merges: every split of a normal piece into two known pieces, ranked by
-    /// the merged piece's score (higher first), then by id.
-    fn spm_merges(&self) -> Vec<(String, String)> {
-        let index: HashMap<&str, usize> = self
-            .tokens
-            .iter()
-            .enumerate()
-            .rev()
-            .map(|(i, t)| (t.as_str(), i))
-            .collect();
-        let mut merges: Vec<(f32, usize, usize, usize)> = Vec::new();
+    /// the merged piece's score (higher first), then by id. Ids are `vocab`'s, which keeps the
+    /// first of duplicate spellings (as merges given as text would find them).
+    fn spm_merges(&self, vocab: &Vocab) -> Vec<((u32, u32), u32)> {
+        // (score, piece id, left, right, merged)
+        let mut merges: Vec<(f32, u32, u32, u32, u32)> = Vec::new();
         for (id, piece) in self.tokens.iter().enumerate() {
             if self.token_types.get(id).copied().unwrap_or(TOKEN_NORMAL) != TOKEN_NORMAL {
                 continue;
             }
+            let score = self.scores.get(id).copied().unwrap_or(0.0);
+            let merged = vocab.get(piece.as_str()).copied().unwrap_or(id as u32);
             for (split, _) in piece.char_indices().skip(1) {
                 let (l, r) = piece.split_at(split);
-                if let (Some(&li), Some(&ri)) = (index.get(l), index.get(r)) {
-                    merges.push((self.scores.get(id).copied().unwrap_or(0.0), id, li, ri));
+                if let (Some(&li), Some(&ri)) = (vocab.get(l), vocab.get(r)) {
+                    merges.push((score, id as u32, li, ri, merged));
                 }
             }
         }
-        merges.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+        merges.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
         merges
             .into_iter()
-            .map(|(_, _, l, r)| (self.tokens[l].clone(), self.tokens[r].clone()))
+            .map(|(_, _, l, r, merged)| ((l, r), merged))
             .collect()
     }
 
@@ -176,13 +180,48 @@ impl GgufVocab {
         json!({"type": "TemplateProcessing", "single": single, "pair": pair, "special_tokens": special})
     }
 
+    /// Whether `to_tokenizer` knows this kind of vocabulary, checked before the (slower)
+    /// conversion, which the load runs on another thread.
+    pub fn check_convertible(&self) -> Result<(), String> {
+        match self.model.as_str() {
+            "llama" | "gemma" | "gemma3" => Ok(()),
+            "gpt2" => {
+                self.byte_level_split()?;
+                self.byte_level_merges().map(drop)
+            }
+            other => Err(unknown_model(other)),
+        }
+    }
+
+    /// The split regex and `ignore_merges` of a byte-level vocabulary.
+    fn byte_level_split(&self) -> Result<(&'static str, bool), String> {
+        let pre = self.pre.as_deref().unwrap_or("default");
+        byte_level_split(pre).ok_or_else(|| {
+            format!("the byte-level BPE pre-tokenizer `{pre}` is not known to this version")
+        })
+    }
+
+    /// A byte-level vocabulary's merges, as pairs.
+    fn byte_level_merges(&self) -> Result<Vec<(&str, &str)>, String> {
+        self.merges
+            .iter()
+            .map(|m| {
+                m.split_once(' ')
+                    .ok_or_else(|| format!("malformed merge `{m}`"))
+            })
+            .collect()
+    }
+
     /// The tokenizer.
     pub fn to_tokenizer(&self) -> Result<Tokenizer, String> {
         let (skeleton, tables) = self.skeleton_and_tables()?;
         let text = serde_json::to_string(&skeleton).map_err(|e| e.to_string())?;
         let mut tokenizer = Tokenizer::from_bytes(text.as_bytes()).map_err(|e| e.to_string())?;
-        let mut bpe = BPE::builder()
-            .vocab_and_merges(tables.vocab, tables.merges)
+        let bpe = match tables.merges {
+            BpeMerges::Text(merges) => BPE::builder().vocab_and_merges(tables.vocab, merges),
+            BpeMerges::Ids(merges) => BPE::builder().vocab_and_merge_ids(tables.vocab, merges),
+        };
+        let mut bpe = bpe
             .fuse_unk(tables.unk.is_some())
             .byte_fallback(tables.byte_fallback)
             .ignore_merges(tables.ignore_merges);
@@ -225,9 +264,10 @@ impl GgufVocab {
                     "decoder": {"type": "Sequence", "decoders": decoders},
                     "model": empty_bpe(),
                 });
+                let vocab = self.vocab();
                 let tables = BpeTables {
-                    vocab: self.vocab(),
-                    merges: self.spm_merges(),
+                    merges: BpeMerges::Ids(self.spm_merges(&vocab)),
+                    vocab,
                     unk,
                     byte_fallback: true,
                     ignore_merges: false,
@@ -235,18 +275,12 @@ impl GgufVocab {
                 (skeleton, tables)
             }
             "gpt2" => {
-                let pre = self.pre.as_deref().unwrap_or("default");
-                let (split, ignore_merges) = byte_level_split(pre).ok_or_else(|| {
-                    format!("the byte-level BPE pre-tokenizer `{pre}` is not known to this version")
-                })?;
+                let (split, ignore_merges) = self.byte_level_split()?;
                 let merges: Vec<(String, String)> = self
-                    .merges
-                    .iter()
-                    .map(|m| match m.split_once(' ') {
-                        Some((a, b)) => Ok((a.to_string(), b.to_string())),
-                        None => Err(format!("malformed merge `{m}`")),
-                    })
-                    .collect::<Result<_, _>>()?;
+                    .byte_level_merges()?
+                    .into_iter()
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+                    .collect();
                 let skeleton = json!({
                     "version": "1.0",
                     "truncation": null,
@@ -263,21 +297,21 @@ impl GgufVocab {
                 });
                 let tables = BpeTables {
                     vocab: self.vocab(),
-                    merges,
+                    merges: BpeMerges::Text(merges),
                     unk: None,
                     byte_fallback: false,
                     ignore_merges,
                 };
                 (skeleton, tables)
             }
-            other => {
-                return Err(format!(
-                    "GGUF tokenizer model `{other}` cannot be converted by this version"
-                ))
-            }
+            other => return Err(unknown_model(other)),
         };
         Ok(tokenizer)
     }
+}
+
+fn unknown_model(model: &str) -> String {
+    format!("GGUF tokenizer model `{model}` cannot be converted by this version")
 }
 
 /// A BPE model without tables, replaced by `to_tokenizer`.
@@ -351,5 +385,100 @@ mod tests {
     #[test]
     fn end_of_generation_includes_end_of_turn() {
         assert_eq!(toy().end_of_generation_ids(), vec![1, 4]);
+    }
+
+    /// GPT-2's byte-level alphabet, in byte order.
+    fn byte_level_alphabet() -> Vec<String> {
+        let printable = |b: u8| matches!(b, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF);
+        let mut next = 0x100u32;
+        (0..=255u8)
+            .map(|b| {
+                let c = if printable(b) {
+                    char::from(b)
+                } else {
+                    next += 1;
+                    char::from_u32(next - 1).unwrap()
+                };
+                c.to_string()
+            })
+            .collect()
+    }
+
+    /// A byte-level vocabulary: the alphabet, a few merges, special and user-defined tokens,
+    /// and a normal token spelling the marker byte, a special token's text and more ("ÿ" is 0xFF).
+    fn byte_level_toy() -> GgufVocab {
+        let mut tokens = byte_level_alphabet();
+        let mut types = vec![TOKEN_NORMAL; tokens.len()];
+        for (t, ty) in [
+            ("Ġa", TOKEN_NORMAL),
+            ("ab", TOKEN_NORMAL),
+            ("Ġab", TOKEN_NORMAL),
+            ("ÿ<|end|>!", TOKEN_NORMAL),
+            ("<|end|>", TOKEN_CONTROL),
+            ("<|user|>", TOKEN_USER_DEFINED),
+            ("ĊĊ", TOKEN_USER_DEFINED),
+        ] {
+            tokens.push(t.to_string());
+            types.push(ty);
+        }
+        let n = tokens.len();
+        GgufVocab {
+            model: "gpt2".into(),
+            pre: Some("gpt2".into()),
+            tokens,
+            scores: vec![0.0; n],
+            token_types: types,
+            merges: vec!["Ġ a".into(), "a b".into(), "Ġa b".into()],
+            bos_id: None,
+            eos_id: Some(n as u32 - 3),
+            unk_id: None,
+            add_bos: false,
+            add_eos: false,
+            add_space_prefix: false,
+        }
+    }
+
+    /// The engine's token bytes (engine patch mistralrs-core 0018, computed from the shared
+    /// tokenizer) equal those of llguidance's token trie, built from a copy, for every id.
+    fn assert_engine_token_bytes_match_the_trie(vocab: &GgufVocab) {
+        let tokens =
+            mistralrs::core::LlgFactory::new(std::sync::Arc::new(vocab.to_tokenizer().unwrap()))
+                .unwrap();
+        let env = tokens.tok_env().unwrap();
+        let trie = env.tok_trie();
+        let n = vocab.tokens.len() as u32;
+        let mut extended = 0;
+        for id in 0..n + 2 {
+            assert_eq!(tokens.token(id), trie.token(id), "bytes of token {id}");
+            for special in [false, true] {
+                assert_eq!(
+                    tokens.decode_ext(&[id], special),
+                    trie.decode_ext(&[id], special),
+                    "decoding token {id}"
+                );
+            }
+            let has = trie.has_extensions(trie.token(id));
+            assert_eq!(tokens.has_extensions(id), has, "extensions of token {id}");
+            extended += usize::from(has);
+        }
+        // Both answers occur.
+        assert!(extended > 0 && extended < n as usize);
+    }
+
+    #[test]
+    fn engine_token_bytes_match_the_trie_with_byte_fallback() {
+        assert_engine_token_bytes_match_the_trie(&toy());
+    }
+
+    #[test]
+    fn engine_token_bytes_match_the_trie_byte_level() {
+        let vocab = byte_level_toy();
+        assert_engine_token_bytes_match_the_trie(&vocab);
+        let tokens =
+            mistralrs::core::LlgFactory::new(std::sync::Arc::new(vocab.to_tokenizer().unwrap()))
+                .unwrap();
+        // A normal token spells the marker and `<|end|>`: the special token has an extension.
+        let end = vocab.tokens.iter().position(|t| t == "<|end|>").unwrap() as u32;
+        assert!(tokens.has_extensions(end));
     }
 }

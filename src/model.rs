@@ -31,6 +31,7 @@ use crate::gguf_header::{
     check_model_metadata, is_supported_architecture, read_gguf_header, GgufSummary,
     SUPPORTED_ARCHITECTURES,
 };
+use crate::gguf_tokenizer::GgufVocab;
 use crate::params::{check_context, GenerationParams};
 use crate::request::{EnginePrompt, PcaiRequest, TapEvent, TokenTap};
 use crate::runtime::runtime;
@@ -197,13 +198,40 @@ fn load_failure(path: &Path, e: impl std::fmt::Display) -> Failure {
     )
 }
 
+/// The tokenizer a GGUF load hands the engine, which shares it with us.
+enum GgufTokenizer {
+    /// Given by the caller (`LoadOptions::tokenizer`).
+    Given(Box<tokenizers::Tokenizer>),
+    /// Ours, converted from the file's vocabulary on a thread of its own while the engine reads
+    /// the weights (each takes a few tenths of a second for a 262,144-token vocabulary).
+    FromVocab(GgufVocab),
+}
+
+/// Starts converting the vocabulary on its own thread; the function returned joins it.
+fn tokenizer_built_meanwhile(
+    vocab: GgufVocab,
+) -> impl FnOnce() -> anyhow::Result<tokenizers::Tokenizer> + Send + 'static {
+    let handle = std::thread::Builder::new()
+        .name("pcai-tokenizer".into())
+        .spawn(move || Codec::tokenizer_from_vocab(&vocab));
+    move || match handle {
+        Ok(handle) => handle
+            .join()
+            .map_err(|_| anyhow::anyhow!("building the tokenizer failed unexpectedly"))?
+            .map_err(anyhow::Error::msg),
+        Err(e) => Err(anyhow::anyhow!(
+            "could not start a thread to build the tokenizer: {e}"
+        )),
+    }
+}
+
 /// Loads a GGUF file with the engine's GGUF loader (Gemma 3 through our engine patch, which
 /// reads it natively), handing it our tokenizer where we have one, so that the engine and we
 /// share one, and the context limit for the models whose tables are sized by it.
 fn load_engine_gguf(
     path: &Path,
     device: &Device,
-    tokenizer: Option<tokenizers::Tokenizer>,
+    tokenizer: Option<GgufTokenizer>,
     max_context: Option<usize>,
     dtype: ModelDType,
 ) -> Outcome<EnginePipeline> {
@@ -225,8 +253,12 @@ fn load_engine_gguf(
         false,
         None,
     );
-    if let Some(tokenizer) = tokenizer {
-        builder = builder.with_tokenizer(tokenizer);
+    match tokenizer {
+        Some(GgufTokenizer::Given(tokenizer)) => builder = builder.with_tokenizer(*tokenizer),
+        Some(GgufTokenizer::FromVocab(vocab)) => {
+            builder = builder.with_tokenizer_from(tokenizer_built_meanwhile(vocab));
+        }
+        None => {}
     }
     if let Some(n) = max_context {
         builder = builder.with_max_seq_len(n);
@@ -440,8 +472,6 @@ impl LoadedModel {
             return Err(format_failure(&dir, "names no end-of-sequence token"));
         }
         let context_window = context_window(options.max_context, metadata.max_seq_len);
-        // Loading frees more than it keeps (files' metadata, tokenizer tables being built).
-        release_free_memory();
         // The engine's audio model (Voxtral) keeps the audio of the last prompt it prefilled in
         // one model-wide cache that every decode step reads: two requests in flight would read
         // each other's audio. Requests to it run one at a time.
@@ -450,8 +480,12 @@ impl LoadedModel {
         } else {
             options.max_batch
         };
+        let engine = start_engine(pipeline, model.takes_images || model.takes_audio, max_batch);
+        // Loading and the engine's first run free more than they keep (files' metadata,
+        // tokenizer tables being built, the first run's activations).
+        release_free_memory();
         Ok(Self {
-            engine: start_engine(pipeline, model.takes_images || model.takes_audio, max_batch),
+            engine,
             codec: Codec::new(tokenizer, bos),
             eog_ids,
             context_window,
@@ -506,14 +540,18 @@ impl LoadedModel {
         let architecture = summary.architecture.clone().unwrap_or_default();
         tracing::info!("read the GGUF metadata in {:.2?}", started.elapsed());
 
+        let bos = vocab.bos_id.filter(|_| vocab.add_bos);
+        let vocab_eog_ids = vocab.end_of_generation_ids();
+        // Where the tokenizer is ours, its size is the file's token count.
+        let our_vocab_size = (tokenizer_override.is_none()).then_some(vocab.tokens.len() as u32);
         // One tokenizer for the engine and us: the one given, else our conversion of the GGUF
         // vocabulary; the engine converts only the kinds we do not (its Gemma 3 ids differ from
         // llama.cpp's, so Gemma 3 needs ours).
         let gemma3 = architecture == "gemma3";
         let tokenizer = match tokenizer_override {
-            Some(t) => Some(Arc::unwrap_or_clone(t)),
-            None => match Codec::tokenizer_from_vocab(&vocab) {
-                Ok(t) => Some(t),
+            Some(t) => Some(GgufTokenizer::Given(Box::new(Arc::unwrap_or_clone(t)))),
+            None => match vocab.check_convertible() {
+                Ok(()) => Some(GgufTokenizer::FromVocab(vocab)),
                 Err(why) if gemma3 => return Err(format_failure(&path, &why)),
                 Err(why) => {
                     tracing::warn!("using the engine's tokenizer: {why}");
@@ -537,15 +575,14 @@ impl LoadedModel {
             let p = pipeline.blocking_lock();
             (p.tokenizer(), p.get_metadata())
         };
-        let bos = vocab.bos_id.filter(|_| vocab.add_bos);
         let engine_tokenizer = engine_tokenizer
             .ok_or_else(|| format_failure(&path, "the engine has no tokenizer for this file"))?;
-        let codec = Codec::new(engine_tokenizer, bos);
+        let codec = match our_vocab_size {
+            Some(n) => Codec::with_vocab_size(engine_tokenizer, bos, n),
+            None => Codec::new(engine_tokenizer, bos),
+        };
         tracing::info!("tokenizer ready after {:.2?}", started.elapsed());
-        let eog_ids = merge_ids(
-            vocab.end_of_generation_ids(),
-            metadata.eos_tok.iter().copied(),
-        );
+        let eog_ids = merge_ids(vocab_eog_ids, metadata.eos_tok.iter().copied());
         if eog_ids.is_empty() {
             return Err(Failure::new(
                 FailureKind::ModelFormat,
@@ -553,11 +590,13 @@ impl LoadedModel {
             ));
         }
         let context_window = context_window(options.max_context, metadata.max_seq_len);
-        // Loading frees more than it keeps (files' metadata, tokenizer tables being built).
+        let engine = start_engine(pipeline, false, options.max_batch);
+        // Loading and the engine's first run free more than they keep (files' metadata,
+        // tokenizer tables being built, the first run's activations).
         release_free_memory();
 
         Ok(Self {
-            engine: start_engine(pipeline, false, options.max_batch),
+            engine,
             codec,
             eog_ids,
             context_window,

@@ -1,12 +1,18 @@
 """A GGUF file is read by the engine as it is: no dense F32 copy of the token embedding, nothing
-written to disk (engine patch mistralrs-core 0013, candle-core 0005)."""
+written to disk (engine patch mistralrs-core 0013, candle-core 0005); the tokenizer is built on
+its own thread while the engine reads the weights (mistralrs-core 0019)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import gguf
+import pytest
 from gguf import GGUFReader
+from llama_gguf import VOCAB, write_llama
+
+from pcai_inference import BackendType, ModelFormatError
 
 from conftest import HIGH_WATER_KIB, run_python
 
@@ -73,3 +79,29 @@ def test_loading_writes_nothing_to_disk(model_path: Path, tmp_path: Path) -> Non
     # System-call writes while loading: the engine's wake-up counters and the like, not a file.
     assert report["wrote"] < 1 << 20, report
     assert len(report["ids"]) == 4
+
+
+def _byte_level_vocabulary_with_a_broken_merge(w: gguf.GGUFWriter) -> None:
+    """A byte-level vocabulary whose merge `a b` makes `ab`, which it lacks."""
+    printable = [b for b in range(256) if 33 <= b <= 126 or 161 <= b <= 172 or 174 <= b <= 255]
+    alphabet = [chr(b) for b in printable] + [chr(0x100 + i) for i in range(256 - len(printable))]
+    tokens = alphabet + [f"\u0120w{i}" for i in range(VOCAB - len(alphabet) - 1)] + ["<|end|>"]
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("gpt2")
+    w.add_token_list(tokens)
+    w.add_token_types([1] * (VOCAB - 1) + [3])
+    w.add_token_merges(["a b"])
+    w.add_eos_token_id(VOCAB - 1)
+    w.add_add_bos_token(False)
+
+
+def test_a_tokenizer_that_cannot_be_built_fails_the_load(tmp_path: Path, model_path: Path) -> None:
+    path = tmp_path / "broken-merge.gguf"
+    write_llama(path, vocabulary=_byte_level_vocabulary_with_a_broken_merge)
+    b = BackendType.MISTRALRS.create(device="cpu")
+    with pytest.raises(ModelFormatError, match="`ab` out of vocabulary"):
+        b.load_model(path)
+    # The same backend loads and runs a good file afterwards.
+    b.load_model(model_path, max_context=512)
+    assert len(b.generate("The capital of France is", max_tokens=3, temperature=0.0).token_ids) == 3
+    b.unload()
