@@ -542,7 +542,8 @@ impl LoadedModel {
 
         let bos = vocab.bos_id.filter(|_| vocab.add_bos);
         let vocab_eog_ids = vocab.end_of_generation_ids();
-        // Where the tokenizer is ours, its size is the file's token count.
+        // Without a tokenizer given, ids run over the file's tokens (ours or the engine's
+        // conversion of them): counting the tokenizer's vocabulary would copy it.
         let our_vocab_size = (tokenizer_override.is_none()).then_some(vocab.tokens.len() as u32);
         // One tokenizer for the engine and us: the one given, else our conversion of the GGUF
         // vocabulary; the engine converts only the kinds we do not (its Gemma 3 ids differ from
