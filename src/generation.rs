@@ -49,8 +49,9 @@ pub struct Finished {
     /// Seconds from the first token to the end.
     pub decode_seconds: f64,
     pub total_seconds: f64,
-    /// Each generated token's log-probability, when the request asked for them.
-    pub token_logprobs: Option<Vec<f32>>,
+    /// Each generated token's log-probability (and the most likely alternatives), when the
+    /// request asked for them.
+    pub token_logprobs: Option<Vec<crate::request::TokenLogprob>>,
 }
 
 /// One step of reading.

@@ -444,7 +444,7 @@ mod tests {
         let tokens =
             mistralrs::core::LlgFactory::new(std::sync::Arc::new(vocab.to_tokenizer().unwrap()))
                 .unwrap();
-        let env = tokens.tok_env().unwrap();
+        let env = tokens.tok_env(&[]).unwrap();
         let trie = env.tok_trie();
         let n = vocab.tokens.len() as u32;
         let mut extended = 0;

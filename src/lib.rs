@@ -15,6 +15,7 @@ pub mod gguf_tokenizer;
 pub(crate) mod logging_bridge;
 pub mod media;
 pub mod model;
+pub mod output_constraint;
 pub mod params;
 pub mod processor_requirements;
 mod python_api;

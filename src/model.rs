@@ -14,8 +14,8 @@ use mistralrs::core::{
     MultimodalSpecificConfig, NormalLoaderBuilder, NormalSpecificConfig, TokenSource,
 };
 use mistralrs::{
-    parse_isq_value, Constraint, Device, MessageContent, MistralRs, NormalRequest, Request,
-    RequestLike, Response, SchedulerConfig,
+    parse_isq_value, Device, MessageContent, MistralRs, NormalRequest, Request, RequestLike,
+    Response, SchedulerConfig,
 };
 
 use crate::chat_template::ChatTemplate;
@@ -32,6 +32,7 @@ use crate::gguf_header::{
     SUPPORTED_ARCHITECTURES,
 };
 use crate::gguf_tokenizer::GgufVocab;
+use crate::output_constraint::GrammarTokens;
 use crate::params::{check_context, GenerationParams};
 use crate::request::{EnginePrompt, PcaiRequest, TapEvent, TokenTap};
 use crate::runtime::runtime;
@@ -111,6 +112,8 @@ struct Engine {
     max_batch: usize,
     /// Generations submitted and not yet ended; see `IdleTrim`.
     in_flight: IdleTrim,
+    /// Compiles requests' grammars before they are submitted.
+    grammar: GrammarTokens,
 }
 
 pub struct LoadedModel {
@@ -122,7 +125,7 @@ pub struct LoadedModel {
     pub device: String,
     pub model_path: PathBuf,
     pub architecture: Option<String>,
-    chat_template: Option<ChatTemplate>,
+    pub chat_template: ChatTemplate,
     /// What the model reads: `text`, and `image` / `audio` for models that take them.
     pub input_modalities: Vec<&'static str>,
     /// Writes a model's image placeholders into message text, for the processors that take
@@ -310,6 +313,10 @@ fn start_engine(pipeline: EnginePipeline, takes_media: bool, max_batch: usize) -
         method: DefaultSchedulerMethod::Fixed(NonZeroUsize::new(max_batch).expect("non-zero")),
     };
     let watch = EngineWatch::new(&pipeline);
+    let grammar = {
+        let metadata = pipeline.blocking_lock().get_metadata();
+        GrammarTokens::new(metadata.tokens(), metadata.eos_tok.clone())
+    };
     let (runner, threads) = EngineThreads::created_by(|| {
         runtime().block_on(
             MistralRsBuilder::new(pipeline, scheduler, false, None)
@@ -327,6 +334,7 @@ fn start_engine(pipeline: EnginePipeline, takes_media: bool, max_batch: usize) -
         slots: Arc::new(tokio::sync::Semaphore::new(2 * max_batch)),
         max_batch,
         in_flight: IdleTrim::default(),
+        grammar,
     }
 }
 
@@ -442,13 +450,13 @@ impl LoadedModel {
         };
         let (device, device_name) = resolve_device(options.device)?;
         let started = std::time::Instant::now();
-        let template_source = options
-            .chat_template
-            .or_else(|| model.chat_template.clone());
-        let chat_template = template_source
-            .map(|src| ChatTemplate::new(src, model.bos_token.clone(), model.eos_token.clone()))
-            .transpose()
-            .map_err(Failure::invalid)?;
+        let chat_template = ChatTemplate::choose(
+            options.chat_template,
+            model.chat_template.clone(),
+            model.bos_token.clone(),
+            model.eos_token.clone(),
+        )
+        .map_err(Failure::invalid)?;
         let pipeline = load_folder_pipeline(&model, &device, &folder)?;
         tracing::info!(
             "the engine loaded the model after {:.2?}",
@@ -528,15 +536,16 @@ impl LoadedModel {
         let vocab = gguf_content::read_vocab(&content).map_err(|e| {
             Failure::new(FailureKind::ModelFormat, format!("{}: {e}", path.display()))
         })?;
-        let template_source = options
-            .chat_template
-            .or_else(|| gguf_content::chat_template(&content));
+        let model_template = gguf_content::chat_template(&content);
         drop(content);
         let token_text = |id: Option<u32>| id.map(|i| vocab.tokens[i as usize].clone());
-        let chat_template = template_source
-            .map(|src| ChatTemplate::new(src, token_text(vocab.bos_id), token_text(vocab.eos_id)))
-            .transpose()
-            .map_err(Failure::invalid)?;
+        let chat_template = ChatTemplate::choose(
+            options.chat_template,
+            model_template,
+            token_text(vocab.bos_id),
+            token_text(vocab.eos_id),
+        )
+        .map_err(Failure::invalid)?;
         let architecture = summary.architecture.clone().unwrap_or_default();
         tracing::info!("read the GGUF metadata in {:.2?}", started.elapsed());
 
@@ -636,14 +645,11 @@ impl LoadedModel {
 
     /// Renders chat messages (a JSON list) with the chat template and tokenizes them.
     pub fn chat_prompt(&self, messages: &serde_json::Value) -> Outcome<Vec<u32>> {
-        let template = self.chat_template.as_ref().ok_or_else(|| {
-            Failure::invalid(
-                "this model has no chat template (base models usually have none): use generate() \
-                 with a prompt, or pass chat_template=... to load_model",
-            )
-        })?;
-        let text = template.render(messages).map_err(Failure::invalid)?;
-        self.codec.tokenize(&text, false)
+        let pieces = self
+            .chat_template
+            .render_pieces(messages)
+            .map_err(Failure::invalid)?;
+        self.codec.tokenize_pieces(&pieces)
     }
 
     fn sender(&self) -> Outcome<tokio::sync::mpsc::Sender<Request>> {
@@ -725,6 +731,9 @@ impl LoadedModel {
             params.logit_bias.iter().map(|(id, _)| *id),
             "logit_bias names token id",
         )?;
+        if let Some(constraint) = &params.constraint {
+            self.engine.grammar.check(constraint)?;
+        }
         let seed = params.seed.unwrap_or_else(fresh_seed);
         let (events_tx, events_rx) = std::sync::mpsc::channel();
         let known_len = matches!(prompt, EnginePrompt::Tokens(_)).then_some(prompt_ids.len());
@@ -744,7 +753,7 @@ impl LoadedModel {
             return_logprobs: req.return_logprobs(),
             is_streaming: false,
             id: self.engine.runner.next_request_id(),
-            constraint: Constraint::None,
+            constraint: req.take_constraint(),
             suffix: None,
             tools: None,
             tool_choice: None,

@@ -25,6 +25,10 @@ pub struct GenerationParams {
     pub logit_bias: Vec<(u32, f32)>,
     /// Report each generated token's log-probability under the model (before sampling filters).
     pub logprobs: bool,
+    /// Also report this many most likely tokens and their log-probabilities at each step.
+    pub top_logprobs: usize,
+    /// The grammar the answer must follow (structured output).
+    pub constraint: Option<crate::output_constraint::OutputConstraint>,
 }
 
 impl Default for GenerationParams {
@@ -42,6 +46,8 @@ impl Default for GenerationParams {
             frequency_penalty: 0.0,
             logit_bias: Vec::new(),
             logprobs: false,
+            top_logprobs: 0,
+            constraint: None,
         }
     }
 }
@@ -51,6 +57,8 @@ impl Default for GenerationParams {
 pub const MAX_STOP_BYTES: usize = 4096;
 /// Most stop strings per request.
 pub const MAX_STOP_STRINGS: usize = 64;
+/// Most alternatives reported per token (OpenAI's limit).
+pub const MAX_TOP_LOGPROBS: usize = 20;
 
 impl GenerationParams {
     /// Checks every field; the message says which field is wrong and what is allowed.
@@ -98,6 +106,12 @@ impl GenerationParams {
         if let Some((id, bias)) = self.logit_bias.iter().find(|(_, b)| b.is_nan()) {
             return Err(format!(
                 "logit_bias for token {id} must be a number, got {bias}"
+            ));
+        }
+        if self.top_logprobs > MAX_TOP_LOGPROBS {
+            return Err(format!(
+                "top_logprobs must be in [0, {MAX_TOP_LOGPROBS}], got {}",
+                self.top_logprobs
             ));
         }
         if self.stop.len() > MAX_STOP_STRINGS {
@@ -208,6 +222,13 @@ mod tests {
                     ..ok()
                 },
                 "logit_bias",
+            ),
+            (
+                GenerationParams {
+                    top_logprobs: MAX_TOP_LOGPROBS + 1,
+                    ..ok()
+                },
+                "top_logprobs",
             ),
             (
                 GenerationParams {

@@ -13,6 +13,7 @@ use crate::device::{compiled_features, parse_device, resolve_device};
 use crate::failure::{catch_engine_panic, Failure, FailureKind, Outcome};
 use crate::generation::{Finished, Generation, Step};
 use crate::model::{FolderOptions, LoadOptions, LoadedModel, DEFAULT_MAX_BATCH, MAX_BATCH_LIMIT};
+use crate::output_constraint::OutputConstraint;
 use crate::params::GenerationParams;
 use crate::python_errors::IntoPyResult;
 
@@ -100,6 +101,28 @@ fn load_detached(
     })
 }
 
+/// The grammar of a request: at most one of a JSON schema (as JSON text), a regex, a Lark grammar.
+fn output_constraint(
+    json_schema: Option<String>,
+    regex: Option<String>,
+    grammar: Option<String>,
+) -> Outcome<Option<OutputConstraint>> {
+    let given = [json_schema.is_some(), regex.is_some(), grammar.is_some()];
+    if given.iter().filter(|&&g| g).count() > 1 {
+        return Err(Failure::invalid(
+            "give at most one of response_format, regex and grammar",
+        ));
+    }
+    if let Some(schema) = json_schema {
+        let schema = serde_json::from_str(&schema)
+            .map_err(|e| Failure::invalid(format!("the JSON schema is not valid JSON: {e}")))?;
+        return Ok(Some(OutputConstraint::JsonSchema(schema)));
+    }
+    Ok(regex
+        .map(OutputConstraint::Regex)
+        .or(grammar.map(OutputConstraint::Lark)))
+}
+
 fn finished_dict<'py>(py: Python<'py>, f: &Finished) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("finish_reason", f.reason.as_str())?;
@@ -109,7 +132,15 @@ fn finished_dict<'py>(py: Python<'py>, f: &Finished) -> PyResult<Bound<'py, PyDi
     d.set_item("prompt_seconds", f.prompt_seconds)?;
     d.set_item("decode_seconds", f.decode_seconds)?;
     d.set_item("total_seconds", f.total_seconds)?;
-    d.set_item("token_logprobs", f.token_logprobs.clone())?;
+    let logprobs = f.token_logprobs.as_ref();
+    d.set_item(
+        "token_logprobs",
+        logprobs.map(|l| l.iter().map(|t| t.logprob).collect::<Vec<_>>()),
+    )?;
+    d.set_item(
+        "top_logprobs",
+        logprobs.map(|l| l.iter().map(|t| t.top.clone()).collect::<Vec<_>>()),
+    )?;
     Ok(d)
 }
 
@@ -209,6 +240,18 @@ impl NativeModel {
         })
     }
 
+    /// Where the chat template comes from: `given`, `model` or `fallback`.
+    #[getter]
+    fn chat_template_origin(&self) -> PyResult<&'static str> {
+        Ok(self.get()?.chat_template.origin().as_str())
+    }
+
+    /// The chat template's source text.
+    #[getter]
+    fn chat_template(&self) -> PyResult<String> {
+        Ok(self.get()?.chat_template.source().to_string())
+    }
+
     /// Token ids of chat messages (a JSON list) rendered with the model's chat template.
     fn chat_prompt(&self, py: Python<'_>, messages_json: String) -> PyResult<Vec<u32>> {
         let model = self.get()?;
@@ -227,7 +270,8 @@ impl NativeModel {
     /// `sample_rate` is set, else an encoded sound.
     #[pyo3(signature = (prompt_ids, *, max_tokens, temperature, top_p, top_k, min_p, stop, seed,
                         repetition_penalty, presence_penalty, frequency_penalty, logit_bias,
-                        logprobs = false, messages_json = None, images = Vec::new(), audios = Vec::new(),
+                        logprobs = false, top_logprobs = 0, json_schema = None, regex = None,
+                        grammar = None, messages_json = None, images = Vec::new(), audios = Vec::new(),
                         max_image_pixels = crate::media::DEFAULT_MAX_IMAGE_PIXELS))]
     #[allow(clippy::too_many_arguments)]
     fn start(
@@ -246,6 +290,10 @@ impl NativeModel {
         frequency_penalty: f32,
         logit_bias: Vec<(u32, f32)>,
         logprobs: bool,
+        top_logprobs: usize,
+        json_schema: Option<String>,
+        regex: Option<String>,
+        grammar: Option<String>,
         messages_json: Option<String>,
         images: Vec<(Vec<u8>, u32, u32)>,
         audios: Vec<(Vec<u8>, u32, u16)>,
@@ -266,6 +314,8 @@ impl NativeModel {
             frequency_penalty,
             logit_bias,
             logprobs,
+            top_logprobs,
+            constraint: output_constraint(json_schema, regex, grammar).py()?,
         };
         let generation = py
             .detach(|| match messages_json {
@@ -419,15 +469,19 @@ impl NativeTokenizer {
         })
     }
 
-    #[pyo3(signature = (text, add_special_tokens = true))]
+    #[pyo3(signature = (text, add_special_tokens = true, parse_special = false))]
     fn tokenize(
         &self,
         py: Python<'_>,
         text: String,
         add_special_tokens: bool,
+        parse_special: bool,
     ) -> PyResult<Vec<u32>> {
-        py.detach(|| self.codec.tokenize(&text, add_special_tokens))
-            .py()
+        py.detach(|| {
+            self.codec
+                .tokenize(&text, add_special_tokens, parse_special)
+        })
+        .py()
     }
 
     #[pyo3(signature = (ids, skip_special_tokens = false))]

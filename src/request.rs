@@ -46,8 +46,18 @@ pub struct TokenTap {
     first_token_at: OnceLock<Instant>,
     events: Sender<TapEvent>,
     logit_bias: Vec<(u32, f32)>,
-    /// Log-probabilities of the chosen tokens, when asked for.
-    logprobs: Option<Mutex<Vec<f32>>>,
+    /// Log-probabilities of the chosen tokens (and the most likely alternatives), when asked for.
+    logprobs: Option<Mutex<Vec<TokenLogprob>>>,
+    top_logprobs: usize,
+    constraint: Option<crate::output_constraint::OutputConstraint>,
+}
+
+/// A chosen token's log-probability, and the most likely tokens at its step with theirs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TokenLogprob {
+    pub logprob: f32,
+    /// Most likely first; as many as the request asked for (`top_logprobs`).
+    pub top: Vec<(u32, f32)>,
 }
 
 impl TokenTap {
@@ -76,7 +86,9 @@ impl TokenTap {
             first_token_at: OnceLock::new(),
             events,
             logit_bias: params.logit_bias.clone(),
-            logprobs: params.logprobs.then(|| Mutex::new(Vec::new())),
+            logprobs: (params.logprobs || params.top_logprobs > 0).then(|| Mutex::new(Vec::new())),
+            top_logprobs: params.top_logprobs,
+            constraint: params.constraint.clone(),
         }
     }
 
@@ -90,10 +102,17 @@ impl TokenTap {
     }
 
     /// The log-probabilities of the first `n` chosen tokens, when they were asked for.
-    pub fn logprobs(&self, n: usize) -> Option<Vec<f32>> {
+    pub fn logprobs(&self, n: usize) -> Option<Vec<TokenLogprob>> {
         let recorded = self.logprobs.as_ref()?;
         let recorded = recorded.lock().unwrap_or_else(PoisonError::into_inner);
-        Some(recorded.iter().take(n).copied().collect())
+        Some(recorded.iter().take(n).cloned().collect())
+    }
+
+    /// The grammar the answer must follow, for the engine.
+    pub fn constraint(&self) -> Constraint {
+        self.constraint
+            .as_ref()
+            .map_or(Constraint::None, |c| c.to_engine())
     }
 
     /// The prompt's length in tokens, once known.
@@ -130,11 +149,11 @@ impl CustomLogitsProcessor for TokenTap {
             token = self.stop_token.min(n as u32 - 1);
         }
         if let Some(recorded) = &self.logprobs {
-            let logprob = log_softmax_at(&values, token as usize);
+            let entry = token_logprob(&values, token as usize, self.top_logprobs);
             recorded
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .push(logprob);
+                .push(entry);
         }
         let _ = self.first_token_at.set(Instant::now());
         // A reader that went away has nothing to receive; the sequence ends at the next step.
@@ -159,10 +178,37 @@ pub enum EnginePrompt {
 }
 
 /// `log(softmax(logits))[index]`, computed stably.
+#[cfg(test)]
 fn log_softmax_at(logits: &[f32], index: usize) -> f32 {
+    token_logprob(logits, index, 0).logprob
+}
+
+/// The log-probability of `index` and of the `top` most likely tokens (ties: lower id first).
+fn token_logprob(logits: &[f32], index: usize, top: usize) -> TokenLogprob {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let sum: f64 = logits.iter().map(|&v| f64::from(v - max).exp()).sum();
-    (f64::from(logits[index] - max) - sum.ln()) as f32
+    let log_z = f64::from(max) + sum.ln();
+    let logprob = |v: f32| (f64::from(v) - log_z) as f32;
+    let mut best: Vec<(u32, f32)> = Vec::new();
+    if top > 0 {
+        let mut finite: Vec<(u32, f32)> = logits
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.is_finite())
+            .map(|(i, &v)| (i as u32, v))
+            .collect();
+        let by_value = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+        if finite.len() > top {
+            finite.select_nth_unstable_by(top - 1, by_value);
+            finite.truncate(top);
+        }
+        finite.sort_by(by_value);
+        best = finite.into_iter().map(|(i, v)| (i, logprob(v))).collect();
+    }
+    TokenLogprob {
+        logprob: logprob(logits[index]),
+        top: best,
+    }
 }
 
 /// A text-generation request in the form the engine takes (`RequestLike`).
@@ -249,7 +295,7 @@ impl RequestLike for PcaiRequest {
         None
     }
     fn take_constraint(&mut self) -> Constraint {
-        Constraint::None
+        self.tap.constraint()
     }
     fn take_tools(&mut self) -> Option<(Vec<Tool>, ToolChoice)> {
         None
@@ -344,6 +390,24 @@ mod tests {
         );
         assert!(matches!(rx.try_recv(), Ok(TapEvent::Token(2))));
         assert!(t.first_token_at().is_some());
+    }
+
+    #[test]
+    fn top_logprobs_are_the_most_likely_tokens_in_order() {
+        let logits = [1.0f32, 3.0, f32::NEG_INFINITY, 2.0, 3.0];
+        let got = token_logprob(&logits, 3, 3);
+        assert_eq!(
+            got.top.iter().map(|t| t.0).collect::<Vec<_>>(),
+            vec![1, 4, 3]
+        );
+        assert_eq!(got.logprob, got.top[2].1);
+        let total: f32 = [1.0f32, 3.0, 2.0, 3.0]
+            .iter()
+            .map(|&v| (v - 3.0f32).exp())
+            .sum();
+        assert!((got.top[0].1 - (-total.ln())).abs() < 1e-6);
+        // Fewer finite logits than asked: all of them.
+        assert_eq!(token_logprob(&logits, 0, 10).top.len(), 4);
     }
 
     #[test]

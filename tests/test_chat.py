@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from pcai_inference import BackendType, ChatMessage, FinishReason, InferenceBackend, InvalidRequestError, TextPart
+from pcai_inference.mistralrs_backend import MistralRsBackend
 
 GEMMA_TEMPLATE = (
     "{{ bos_token }}{% for m in messages %}<start_of_turn>{{ 'model' if m['role'] == 'assistant' else m['role'] }}\n"
@@ -17,9 +18,22 @@ GEMMA_TEMPLATE = (
 )
 
 
-def test_chat_without_a_template_says_how_to_fix_it(backend: InferenceBackend) -> None:
-    with pytest.raises(InvalidRequestError, match="chat_template"):
-        backend.chat([{"role": "user", "content": "Hi"}], max_tokens=4)
+def test_a_model_without_a_template_chats_through_the_plain_transcript(backend: InferenceBackend) -> None:
+    """The default model is a base model with no chat template: chat uses the documented fallback
+    (as llama-cpp-python and LM Studio do) and says so; the answer stops before the next turn."""
+    assert isinstance(backend, MistralRsBackend)
+    assert backend.chat_template_origin == "fallback"
+    messages = [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "Hi"}]
+    transcript = "Answer briefly.\n\nUser: Hi\nAssistant:"
+    assert backend.chat_prompt_ids(messages) == backend.tokenize(transcript)
+    r = backend.chat(messages, max_tokens=48, temperature=0.0)
+    assert r.prompt_tokens == len(backend.tokenize(transcript))
+    assert "\nUser:" not in r.text
+    alone = backend.generate(transcript, max_tokens=48, temperature=0.0)
+    # The same greedy continuation, ending where the model starts the user's next line.
+    assert alone.text.startswith(r.text)
+    if r.finish_reason is FinishReason.STOP_SEQUENCE:
+        assert alone.text[len(r.text) :].startswith("\nUser:")
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +48,7 @@ def test_chat_with_a_template_string(chat_backend: InferenceBackend) -> None:
     # The rendered prompt: BOS + turn markers + text, as the template says; the control tokens
     # are single tokens.
     rendered = "<start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\n"
-    assert r.prompt_tokens == len(chat_backend.tokenize(rendered, add_special_tokens=True)) == 10
+    assert r.prompt_tokens == len(chat_backend.tokenize(rendered, add_special_tokens=True, parse_special=True)) == 10
     assert r.finish_reason in (FinishReason.LENGTH, FinishReason.STOP)
 
 

@@ -73,13 +73,13 @@ def test_stop_string_never_seen_runs_to_length(backend: InferenceBackend) -> Non
 def test_end_of_generation_token_gives_stop(backend: InferenceBackend) -> None:
     """When the model emits its end token (made certain here with logit_bias), the result is STOP
     and the end token is neither counted nor in the text."""
-    eos = backend.tokenize("<eos>", add_special_tokens=False)
+    eos = backend.tokenize("<eos>", add_special_tokens=False, parse_special=True)
     assert eos == [1]
     r = greedy(backend, n=50, logit_bias={1: 100.0})
     assert r.finish_reason is FinishReason.STOP
     assert r.tokens_generated == 0 and r.text == ""
     # <end_of_turn> ends generation too.
-    end_of_turn = backend.tokenize("<end_of_turn>", add_special_tokens=False)
+    end_of_turn = backend.tokenize("<end_of_turn>", add_special_tokens=False, parse_special=True)
     r = greedy(backend, n=50, logit_bias={end_of_turn[0]: 100.0})
     assert r.finish_reason is FinishReason.STOP and r.tokens_generated == 0
 

@@ -212,7 +212,7 @@ def test_byte_level_bpe_matches_tokenizers(byte_level: tuple[HFTokenizer, Path],
 def test_special_tokens_are_single_tokens(byte_level: tuple[HFTokenizer, Path]) -> None:
     hf, path = byte_level
     ours = Tokenizer.from_gguf(path)
-    assert ours.tokenize("<|end|>", add_special_tokens=False) == [hf.token_to_id("<|end|>")]
+    assert ours.tokenize("<|end|>", add_special_tokens=False, parse_special=True) == [hf.token_to_id("<|end|>")]
     assert hf.token_to_id("<|end|>") in ours.eog_ids
 
 

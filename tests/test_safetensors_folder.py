@@ -64,7 +64,7 @@ def test_folder_greedy_is_exact_arithmetic(folder_greedy: dict[str, list[int]], 
 def test_chat_template_comes_from_tokenizer_config(folder_backend: InferenceBackend) -> None:
     r = folder_backend.chat([{"role": "user", "content": "Hi"}], max_tokens=4, temperature=0.0)
     rendered = "<start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\n"
-    assert r.prompt_tokens == len(folder_backend.tokenize(rendered, add_special_tokens=True)) == 10
+    assert r.prompt_tokens == len(folder_backend.tokenize(rendered, add_special_tokens=True, parse_special=True)) == 10
 
 
 def test_in_situ_quantization_keeps_the_greedy_text(folder_backend: InferenceBackend, hf_folder: Path) -> None:
@@ -73,6 +73,21 @@ def test_in_situ_quantization_keeps_the_greedy_text(folder_backend: InferenceBac
         b.load_model(hf_folder, isq="Q8_0", max_context=256)
         q8 = b.generate(PROMPT, max_tokens=16, temperature=0.0)
     assert q8.token_ids == full.token_ids
+
+
+def test_an_isq_load_leaves_later_loads_unquantized(folder_backend: InferenceBackend, hf_folder: Path) -> None:
+    """ISQ is a setting of the load that asks for it: the engine kept it in a thread-local, and the
+    next model loaded on the thread was quantized too (engine patch 0021)."""
+    before = folder_backend.generate(PROMPT, max_tokens=8, temperature=0.0, logprobs=True).token_logprobs
+    with BackendType.MISTRALRS.create(device="cpu") as b:
+        b.load_model(hf_folder, isq="Q8_0", max_context=256)
+        quantized = b.generate(PROMPT, max_tokens=8, temperature=0.0, logprobs=True).token_logprobs
+    with BackendType.MISTRALRS.create(device="cpu") as b:
+        b.load_model(hf_folder, max_context=1024)
+        after = b.generate(PROMPT, max_tokens=8, temperature=0.0, logprobs=True).token_logprobs
+    assert before is not None and quantized is not None and after is not None
+    assert quantized != pytest.approx(before, abs=1e-5)  # the quantization shows
+    assert after == pytest.approx(before, abs=1e-5)
 
 
 def _copy_without(source: Path, dest: Path, *missing: str) -> Path:

@@ -1,4 +1,4 @@
-"""The ``pcai-inference`` command: ``generate`` text and print build ``info``."""
+"""The ``pcai-inference`` command: ``generate`` text, print build ``info``, ``serve`` over HTTP."""
 
 from __future__ import annotations
 
@@ -46,7 +46,44 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--stats", action="store_true", help="print token counts and speed on stderr")
 
     sub.add_parser("info", help="print versions, compiled features and the device 'auto' picks")
+
+    s = sub.add_parser("serve", help="serve the model over HTTP with OpenAI's API (needs the [server] extra)")
+    s.add_argument("--model", help="a .gguf file, a SafeTensors folder or a hub id (default: the embedded model)")
+    s.add_argument("--filename", help="the GGUF file to take from a repository or folder that holds several")
+    s.add_argument("--model-name", help="the id clients name the model by (default: the file's name)")
+    s.add_argument("--host", default="127.0.0.1", help="the address to listen on (default: this machine only)")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--api-key", help="clients must send 'Authorization: Bearer KEY' (default: $PCAI_API_KEY)")
+    s.add_argument("--max-batch", type=int, default=8, help="requests run together in one engine step")
+    s.add_argument("--max-queue", type=int, default=64, help="requests that may wait; more get 429")
+    s.add_argument("--chat-template", help="a Jinja chat template file replacing the model's")
+    s.add_argument("--max-context", type=int, help="at most this many tokens per request (prompt and output)")
+    s.add_argument("--device", default="auto", help='"auto", "cpu", "cuda", "cuda:N" or "metal"')
+    s.add_argument("--shutdown-grace", type=float, default=30.0, help="seconds running requests get on SIGTERM")
     return p
+
+
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        from .server import ServerSettings, serve
+    except ImportError as e:
+        print(f'error: the server needs its extra: pip install "pcai-inference[server]" ({e})', file=sys.stderr)
+        return 2
+    settings = ServerSettings(
+        model=args.model,
+        filename=args.filename,
+        model_name=args.model_name,
+        host=args.host,
+        port=args.port,
+        api_key=args.api_key or ServerSettings.api_key_from_env(),
+        max_batch=args.max_batch,
+        max_queue=args.max_queue,
+        chat_template=args.chat_template,
+        max_context=args.max_context,
+        device=args.device,
+        shutdown_grace_s=args.shutdown_grace,
+    )
+    return serve(settings)
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -106,6 +143,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.command == "info":
             print(json.dumps(build_info(), indent=2))
             return 0
+        if args.command == "serve":
+            return _serve(args)
         return _generate(args)
     except PcaiError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -16,7 +16,7 @@ from .media import audio_bytes, image_bytes
 from .model_source import ModelFormat, locate_model, locate_tokenizer
 from .streaming import AsyncTokenStream, TokenStream
 from .tokenizer import Tokenizer
-from .types import ChatMessage, ContentPart, GenerateRequest, ImagePart, TextPart
+from .types import ChatMessage, ContentPart, GenerateRequest, ImagePart, MessageLike, TextPart
 
 __all__ = ["DEFAULT_MAX_IMAGE_PIXELS", "MistralRsBackend"]
 
@@ -54,7 +54,16 @@ def _sampling(req: GenerateRequest) -> dict[str, Any]:
         frequency_penalty=req.frequency_penalty,
         logit_bias=list(req.logit_bias.items()) if req.logit_bias else [],
         logprobs=req.logprobs,
+        top_logprobs=req.top_logprobs,
+        json_schema=None if req.json_schema is None else json.dumps(req.json_schema),
+        regex=req.regex,
+        grammar=req.grammar,
     )
+
+
+FALLBACK_TEMPLATE_STOP = "\nUser:"
+"""With the fallback chat template (a plain ``User:`` / ``Assistant:`` transcript), a chat answer
+ends where the model starts the user's next line."""
 
 
 def _template_text(chat_template: str) -> str:
@@ -200,6 +209,19 @@ class MistralRsBackend(InferenceBackend):
     def model_path(self) -> Path:
         return Path(self._native().model_path)
 
+    @property
+    def chat_template_origin(self) -> str:
+        """Where :meth:`chat`'s template comes from: ``"given"`` (``chat_template=``), ``"model"``
+        (the model's own) or ``"fallback"`` (a plain ``User:`` / ``Assistant:`` transcript for
+        models that have none, such as base models; a chat answer then also stops at
+        ``"\\nUser:"``)."""
+        return self._native().chat_template_origin
+
+    @property
+    def chat_template(self) -> str:
+        """The chat template's source text."""
+        return self._native().chat_template
+
     def _native(self) -> _core.NativeModel:
         if self._model is None:
             raise ModelNotLoadedError("no model is loaded; call load_model() first")
@@ -212,14 +234,23 @@ class MistralRsBackend(InferenceBackend):
         """The loaded model's tokenizer."""
         return Tokenizer(self._native().tokenizer)
 
-    def tokenize(self, text: str, add_special_tokens: bool = True) -> list[int]:
-        """Token ids of ``text``; with ``add_special_tokens`` the model's BOS comes first."""
+    def tokenize(self, text: str, add_special_tokens: bool = True, parse_special: bool = False) -> list[int]:
+        """Token ids of ``text``; with ``add_special_tokens`` the model's BOS comes first. Control
+        tokens' texts in ``text`` are text unless ``parse_special`` (llama.cpp's meaning)."""
         if not isinstance(text, str):
             raise InvalidRequestError(f"text must be a str, got {type(text).__name__}")
-        return self.tokenizer.tokenize(text, add_special_tokens)
+        return self.tokenizer.tokenize(text, add_special_tokens, parse_special)
 
     def detokenize(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
         return self.tokenizer.detokenize(ids, skip_special_tokens)
+
+    def chat_prompt_ids(self, messages: Sequence[MessageLike]) -> list[int]:
+        """The prompt token ids :meth:`chat` would give the model for ``messages`` (the chat
+        template rendered; message text read as text, the template's markup as control tokens)."""
+        chat = tuple(ChatMessage.from_any(m) for m in messages)
+        if not chat:
+            raise InvalidRequestError("messages must not be empty")
+        return self._native().chat_prompt(json.dumps([m.to_engine() for m in chat]))
 
     # -- generation -----------------------------------------------------------------------
 
@@ -253,14 +284,17 @@ class MistralRsBackend(InferenceBackend):
                 max_image_pixels=self.max_image_pixels,
                 **_sampling(req),
             )
+        sampling = _sampling(req)
         if req.messages is not None:
             prompt_ids = native.chat_prompt(json.dumps([m.to_engine() for m in req.chat_messages]))
+            if native.chat_template_origin == "fallback" and FALLBACK_TEMPLATE_STOP not in req.stop:
+                sampling["stop"] = [*req.stop, FALLBACK_TEMPLATE_STOP]
         else:
             assert req.prompt is not None
             if not req.prompt:
                 raise InvalidRequestError("the prompt is empty: give at least one character of text")
-            prompt_ids = native.tokenizer.tokenize(req.prompt, True)
-        return native.start(prompt_ids, **_sampling(req))
+            prompt_ids = native.tokenizer.tokenize(req.prompt, True, req.parse_special)
+        return native.start(prompt_ids, **sampling)
 
     def generate_stream(self, request: RequestLike, **params: Any) -> TokenStream:
         return TokenStream(self._start(request, params))

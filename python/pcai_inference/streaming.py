@@ -60,7 +60,15 @@ def _chunk(text: str, figures: Optional[dict[str, Any]]) -> StreamChunk:
         timings=_timings(figures),
         token_ids=tuple(figures["token_ids"]),
         token_logprobs=None if figures["token_logprobs"] is None else tuple(figures["token_logprobs"]),
+        top_logprobs=_top_logprobs(figures),
     )
+
+
+def _top_logprobs(figures: dict[str, Any]) -> Optional[tuple[tuple[tuple[int, float], ...], ...]]:
+    top = figures.get("top_logprobs")
+    if top is None or not any(top):
+        return None
+    return tuple(tuple((int(i), float(p)) for i, p in step) for step in top)
 
 
 class _StreamState:
@@ -102,6 +110,10 @@ class _StreamBase:
     def last(self) -> Optional[StreamChunk]:
         """The final chunk, once the stream has ended."""
         return self._state.last
+
+    def cancel(self) -> None:
+        """Stops the generation if it is still running (the engine frees it at its next step)."""
+        self._state.cancel()
 
     def __del__(self) -> None:
         state = getattr(self, "_state", None)
@@ -178,6 +190,7 @@ def _response(parts: list[str], last: StreamChunk) -> GenerateResponse:
         timings=last.timings,
         token_ids=last.token_ids or (),
         token_logprobs=last.token_logprobs,
+        top_logprobs=last.top_logprobs,
     )
 
 

@@ -22,10 +22,15 @@ class Tokenizer:
         """Reads the tokenizer of a ``.gguf`` file (only its metadata is read)."""
         return cls(_core.NativeTokenizer.from_gguf(os.fspath(path)))
 
-    def tokenize(self, text: str, add_special_tokens: bool = True) -> list[int]:
+    def tokenize(self, text: str, add_special_tokens: bool = True, parse_special: bool = False) -> list[int]:
+        """Token ids of ``text``. Control tokens' texts in it (``<start_of_turn>``,
+        ``<|im_start|>``) are read as text unless ``parse_special`` (llama.cpp's meaning)."""
         if not isinstance(text, str):
             raise InvalidRequestError(f"text must be a str, got {type(text).__name__}")
-        return self._native.tokenize(check_text(text, "the text"), add_special_tokens)
+        for name, flag in (("add_special_tokens", add_special_tokens), ("parse_special", parse_special)):
+            if not isinstance(flag, bool):
+                raise InvalidRequestError(f"{name} must be True or False, got {flag!r}")
+        return self._native.tokenize(check_text(text, "the text"), add_special_tokens, parse_special)
 
     def detokenize(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
         return self._native.detokenize(list(ids), skip_special_tokens)

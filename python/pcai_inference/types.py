@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Sequence, Tuple, Union
 
@@ -153,6 +154,10 @@ class ChatMessage:
     def to_engine(self) -> dict[str, Any]:
         if isinstance(self.content, str):
             return {"role": self.role, "content": self.content}
+        if all(isinstance(p, TextPart) for p in self.content):
+            # Text parts only: one string (their texts on separate lines), which every chat
+            # template takes; many cannot iterate over parts.
+            return {"role": self.role, "content": "\n".join(p.text for p in self.content if isinstance(p, TextPart))}
         return {"role": self.role, "content": [p.to_engine() for p in self.content]}
 
     @property
@@ -168,6 +173,44 @@ class ChatMessage:
         if isinstance(self.content, str):
             return ()
         return tuple(p for p in self.content if isinstance(p, AudioPart))
+
+
+MAX_TOP_LOGPROBS = 20
+"""The most alternatives reported per token (OpenAI's limit)."""
+
+_OPENAI_FORMATS = ("text", "json_object", "json_schema")
+
+
+def _json_schema(value: object) -> Optional[dict[str, Any]]:
+    """``{"schema": <the JSON schema>}`` for what a ``response_format`` asks for (``None``: no
+    constraint)."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise InvalidRequestError(f"response_format must be a dict (a JSON schema or OpenAI's form), got {value!r}")
+    kind = value.get("type")
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        schema: Any = {"type": "object"}
+    elif kind == "json_schema":
+        inner = value.get("json_schema")
+        if not isinstance(inner, Mapping) or "schema" not in inner:
+            raise InvalidRequestError(
+                'response_format of type "json_schema" needs {"json_schema": {"name": ..., "schema": {...}}}'
+            )
+        schema = inner["schema"]
+    elif isinstance(kind, str) and kind.startswith("json") and kind not in _OPENAI_FORMATS:
+        raise InvalidRequestError(f"response_format type must be one of {list(_OPENAI_FORMATS)}, got {kind!r}")
+    else:
+        schema = value
+    if not isinstance(schema, (Mapping, bool)):
+        raise InvalidRequestError(f"a JSON schema must be an object or a boolean, got {type(schema).__name__}")
+    try:
+        json.dumps(schema, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise InvalidRequestError(f"the JSON schema cannot be written as JSON: {e}") from None
+    return {"schema": schema}
 
 
 @dataclass(frozen=True)
@@ -197,9 +240,35 @@ class GenerateRequest:
     """Added to the logits of these token ids before sampling (``-inf`` bans a token)."""
     logprobs: bool = False
     """Report each generated token's log-probability (``GenerateResponse.token_logprobs``)."""
+    top_logprobs: int = 0
+    """Also report the this many (0-20) most likely tokens at each step, with their
+    log-probabilities (``GenerateResponse.top_logprobs``)."""
+    response_format: Optional[Mapping[str, Any]] = None
+    """Structured output: the answer is JSON that validates against a JSON schema. Give the
+    schema itself (``{"type": "object", "properties": ...}``) or OpenAI's forms:
+    ``{"type": "json_schema", "json_schema": {"schema": ...}}``, ``{"type": "json_object"}`` (any
+    JSON object) or ``{"type": "text"}`` (no constraint). Enforced token by token while decoding;
+    an answer that ends with ``finish_reason`` ``STOP`` parses and validates. One cut short by
+    ``max_tokens`` (``LENGTH``) is the beginning of such an answer, not a whole one: give the
+    answer room."""
+    regex: Optional[str] = None
+    """Structured output: the answer matches this regular expression (whole)."""
+    grammar: Optional[str] = None
+    """Structured output: the answer follows this Lark grammar (llguidance's dialect, top rule
+    ``start``)."""
+    parse_special: bool = False
+    """Read control-token texts in the prompt (``<start_of_turn>``, ``<|im_start|>``) as those
+    control tokens. Off by default: text is text (as llama.cpp's ``parse_special=false``), so
+    pasted text cannot forge chat turns."""
     images: Tuple[ImageInput, ...] = ()
     """Images for a ``prompt`` request: it becomes one user chat message holding the images and
     then the prompt text (vision models only; chat ``messages`` carry images as parts)."""
+
+    @property
+    def json_schema(self) -> Optional[Union[Mapping[str, Any], bool]]:
+        """The JSON schema ``response_format`` asks for (``None``: none)."""
+        wrapped = _json_schema(self.response_format)
+        return None if wrapped is None else wrapped["schema"]
 
     @property
     def chat_messages(self) -> Tuple[ChatMessage, ...]:
@@ -258,8 +327,21 @@ class GenerateRequest:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise InvalidRequestError(f"{name} must be a number, got {value!r}")
             object.__setattr__(self, name, float(value))
-        if not isinstance(self.logprobs, bool):
-            raise InvalidRequestError(f"logprobs must be True or False, got {self.logprobs!r}")
+        for name in ("logprobs", "parse_special"):
+            if not isinstance(getattr(self, name), bool):
+                raise InvalidRequestError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if isinstance(self.top_logprobs, bool) or not isinstance(self.top_logprobs, int):
+            raise InvalidRequestError(f"top_logprobs must be an int, got {self.top_logprobs!r}")
+        if not 0 <= self.top_logprobs <= MAX_TOP_LOGPROBS:
+            raise InvalidRequestError(f"top_logprobs must be in [0, {MAX_TOP_LOGPROBS}], got {self.top_logprobs}")
+        for name in ("regex", "grammar"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise InvalidRequestError(f"{name} must be a non-empty string, got {value!r}")
+        _json_schema(self.response_format)  # checked now; the schema is `json_schema`
+        given = [n for n in ("json_schema", "regex", "grammar") if getattr(self, n) is not None]
+        if len(given) > 1:
+            raise InvalidRequestError(f"give at most one of response_format, regex and grammar, got {given}")
         if self.logit_bias is not None:
             if not isinstance(self.logit_bias, Mapping):
                 raise InvalidRequestError("logit_bias must be a dict of token id -> bias")
@@ -299,7 +381,11 @@ class GenerateResponse:
     """The generated token ids (a stop string may end ``text`` inside the last one)."""
     token_logprobs: Optional[Tuple[float, ...]] = None
     """With ``logprobs=True``: each generated token's log-probability under the model (after
-    ``logit_bias``, before temperature and the top-k/top-p/min-p filters)."""
+    ``logit_bias`` and a structured-output grammar's mask, before temperature and the
+    top-k/top-p/min-p filters)."""
+    top_logprobs: Optional[Tuple[Tuple[Tuple[int, float], ...], ...]] = None
+    """With ``top_logprobs=N``: at each step, the N most likely ``(token id, log-probability)``
+    pairs, most likely first."""
 
 
 @dataclass(frozen=True)
@@ -314,6 +400,7 @@ class StreamChunk:
     timings: Optional[Timings] = field(default=None)
     token_ids: Optional[Tuple[int, ...]] = None
     token_logprobs: Optional[Tuple[float, ...]] = None
+    top_logprobs: Optional[Tuple[Tuple[Tuple[int, float], ...], ...]] = None
 
     @property
     def is_last(self) -> bool:
