@@ -100,6 +100,7 @@ class ServerProcess:
         raise AssertionError(f"the server still holds generations after {timeout} s: {self.health()}")
 
     def rss_mib(self) -> float:
+        """The server's resident memory (Linux: /proc)."""
         assert self.process is not None
         with open(f"/proc/{self.process.pid}/status") as f:
             for line in f:
@@ -108,15 +109,22 @@ class ServerProcess:
         raise AssertionError("no VmRSS")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+        """Stops the server (SIGTERM: graceful) and returns its exit status; 0 where it stopped
+        gracefully, or on Windows, which has no SIGTERM to send (the process is terminated)."""
         assert self.process is not None
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
         try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-            raise
+            if sys.platform == "win32":
+                self.process.terminate()
+                self.process.wait(timeout)
+                return 0
+            if self.process.poll() is None:
+                self.process.send_signal(sig)
+            try:
+                return self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+                raise
         finally:
             if self.process.stderr is not None:
                 self.process.stderr.close()
