@@ -16,7 +16,17 @@ from ._log import configure_logging  # noqa: E402
 
 configure_logging()
 
-from . import _core  # noqa: E402
+try:
+    from . import _core
+except ImportError as e:  # the CUDA wheel on a machine without the NVIDIA driver or CUDA 13 libraries
+    missing = next((lib for lib in ("libcuda", "libcudart", "libcublas", "libcurand") if lib in str(e)), None)
+    if missing is None:
+        raise
+    raise ImportError(
+        f"this is the CUDA build of pcai-inference and {missing} cannot be loaded ({e}). It needs the NVIDIA "
+        'driver (libcuda.so.1) and CUDA 13\'s libraries: pip install "pcai-inference[cuda]". On a machine without '
+        "an NVIDIA GPU, install the CPU wheel instead."
+    ) from e
 from .backend import BackendType, InferenceBackend  # noqa: E402
 from .default_model import default_model_path  # noqa: E402
 from .errors import (  # noqa: E402
