@@ -252,6 +252,17 @@ def write_qwen25_vl(out: Path, seed: int = 0) -> Path:
     """A ``Qwen2_5_VLForConditionalGeneration`` folder: 2 text layers (hidden 64, M-RoPE), a
     2-block vision tower (hidden 32; block 1 full attention, block 0 windowed) on 14 px patches,
     2 x 2 patches merged into one image token."""
+    return _write_qwen_vl(out, seed, qwen2_5=True)
+
+
+def write_qwen2_vl(out: Path, seed: int = 0) -> Path:
+    """A ``Qwen2VLForConditionalGeneration`` folder: Qwen2.5-VL's text model and geometry, with
+    Qwen2-VL's vision blocks (LayerNorm with biases, an fc1/fc2 MLP with QuickGELU, every block
+    full attention; `embed_dim` and `mlp_ratio` in `vision_config`)."""
+    return _write_qwen_vl(out, seed, qwen2_5=False)
+
+
+def _write_qwen_vl(out: Path, seed: int, qwen2_5: bool) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = byte_level_tokenizer(QWEN_SPECIALS)
     vocab, hidden, inter, heads, kv_heads, layers = tokenizer.get_vocab_size(), 64, 128, 2, 1, 2
@@ -279,19 +290,24 @@ def write_qwen25_vl(out: Path, seed: int = 0) -> Path:
     w.array("visual.patch_embed.proj.weight", (v_hidden, 3, temporal, patch, patch), 3 * temporal * patch * patch)
     for i in range(2):
         b = f"visual.blocks.{i}"
-        w.vector(f"{b}.norm1.weight", v_hidden, base=1.0)
-        w.vector(f"{b}.norm2.weight", v_hidden, base=1.0)
+        for norm in ("norm1", "norm2"):
+            w.vector(f"{b}.{norm}.weight", v_hidden, base=1.0)
+            if not qwen2_5:  # LayerNorm, not RMSNorm
+                w.vector(f"{b}.{norm}.bias", v_hidden)
         w.matrix(f"{b}.attn.qkv.weight", 3 * v_hidden, v_hidden)
         w.vector(f"{b}.attn.qkv.bias", 3 * v_hidden)
         w.matrix(f"{b}.attn.proj.weight", v_hidden, v_hidden)
         w.vector(f"{b}.attn.proj.bias", v_hidden)
-        for proj in ("gate_proj", "up_proj"):
-            w.matrix(f"{b}.mlp.{proj}.weight", v_inter, v_hidden)
-            w.vector(f"{b}.mlp.{proj}.bias", v_inter)
-        w.matrix(f"{b}.mlp.down_proj.weight", v_hidden, v_inter)
-        w.vector(f"{b}.mlp.down_proj.bias", v_hidden)
+        mlp = (("gate_proj", v_inter, v_hidden), ("up_proj", v_inter, v_hidden), ("down_proj", v_hidden, v_inter))
+        if not qwen2_5:
+            mlp = (("fc1", v_inter, v_hidden), ("fc2", v_hidden, v_inter))
+        for proj, rows, cols in mlp:
+            w.matrix(f"{b}.mlp.{proj}.weight", rows, cols)
+            w.vector(f"{b}.mlp.{proj}.bias", rows)
     merged = v_hidden * merge * merge
     w.vector("visual.merger.ln_q.weight", v_hidden, base=1.0)
+    if not qwen2_5:
+        w.vector("visual.merger.ln_q.bias", v_hidden)
     w.matrix("visual.merger.mlp.0.weight", merged, merged)
     w.vector("visual.merger.mlp.0.bias", merged)
     w.matrix("visual.merger.mlp.2.weight", hidden, merged)
@@ -300,8 +316,8 @@ def write_qwen25_vl(out: Path, seed: int = 0) -> Path:
 
     ids = {s: i for i, s in enumerate(QWEN_SPECIALS)}
     config = {
-        "architectures": ["Qwen2_5_VLForConditionalGeneration"],
-        "model_type": "qwen2_5_vl",
+        "architectures": ["Qwen2_5_VLForConditionalGeneration" if qwen2_5 else "Qwen2VLForConditionalGeneration"],
+        "model_type": "qwen2_5_vl" if qwen2_5 else "qwen2_vl",
         "vocab_size": vocab,
         "hidden_size": hidden,
         "intermediate_size": inter,
@@ -336,6 +352,19 @@ def write_qwen25_vl(out: Path, seed: int = 0) -> Path:
             "temporal_patch_size": temporal,
             "window_size": 112,
             "fullatt_block_indexes": [1],
+        }
+        if qwen2_5
+        else {
+            "depth": 2,
+            "embed_dim": v_hidden,
+            "hidden_size": hidden,
+            "hidden_act": "quick_gelu",
+            "mlp_ratio": v_inter / v_hidden,
+            "num_heads": v_heads,
+            "in_chans": 3,
+            "patch_size": patch,
+            "spatial_merge_size": merge,
+            "temporal_patch_size": temporal,
         },
     }
     (out / "config.json").write_text(json.dumps(config, indent=1))
@@ -344,7 +373,7 @@ def write_qwen25_vl(out: Path, seed: int = 0) -> Path:
         json.dumps(
             {
                 "image_processor_type": "Qwen2VLImageProcessor",
-                "processor_class": "Qwen2_5_VLProcessor",
+                "processor_class": "Qwen2_5_VLProcessor" if qwen2_5 else "Qwen2VLProcessor",
                 "do_convert_rgb": True,
                 "do_normalize": True,
                 "do_rescale": True,
