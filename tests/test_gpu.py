@@ -20,7 +20,8 @@ from conftest import PROMPTS
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 from gemma3_exact_greedy import ExactGemma3
-from test_teacher_forced_greedy import CASES, TOLERANCE
+from test_teacher_forced_greedy import CASES, TOLERANCE, greedy_gaps
+from test_teacher_forced_greedy import exact as exact  # the fixture, shared
 
 
 def _why_no_gpu() -> Optional[str]:
@@ -60,18 +61,9 @@ def gpu_memory_used_mib() -> Optional[float]:
 
 @pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])
 def test_greedy_choices_are_within_half_a_logit_of_the_exact_best(
-    gpu: InferenceBackend, model_path: Path, case: dict[str, Any]
+    gpu: InferenceBackend, exact: ExactGemma3, case: dict[str, Any]
 ) -> None:
-    exact = ExactGemma3(str(model_path))
-    prompt = case["prompt_token_ids"]
-    assert gpu.tokenize(case["prompt"]) == prompt
-    ours = list(gpu.generate(GenerateRequest(prompt=case["prompt"], max_tokens=32, temperature=0.0)).token_ids)
-    kv: dict[int, Any] = {}
-    logits = exact.step(prompt, 0, kv)
-    gaps = []
-    for t, token in enumerate(ours):
-        gaps.append(float(logits.max() - logits[token]))
-        logits = exact.step([token], len(prompt) + t, kv)
+    _, gaps = greedy_gaps(gpu, exact, case)
     assert max(gaps) <= TOLERANCE, (case["id"], max(gaps))
 
 
