@@ -22,6 +22,10 @@ pub struct GgufSummary {
     hyperparameters: Vec<(String, Option<u64>)>,
     /// Rows of the token embedding table (`token_embd.weight`'s second dimension).
     embedding_rows: Option<u64>,
+    /// Whether the file has its own output head (`output.weight`) rather than a tied one.
+    has_output_head: bool,
+    /// Whether the file has long-context RoPE factors (`rope_factors_long.weight`).
+    has_rope_factors: bool,
 }
 
 /// Architectures the engine loads from GGUF (mistralrs 0.8.1's `GGUFArchitecture` that its
@@ -51,6 +55,9 @@ const REQUIRED_HYPERPARAMETERS: &[(&str, u64)] = &[
     ("attention.head_count", 1 << 16),
     ("context_length", 1 << 24),
 ];
+
+/// Integer metadata read when present, for `unsupported_layout`.
+const OPTIONAL_HYPERPARAMETERS: &[&str] = &["rope.dimension_count"];
 
 /// Token-id metadata the loaders read (the engine indexes the vocabulary with them); each
 /// must name an entry of it. Other ids (padding, separator, end of turn) are only hints:
@@ -103,6 +110,47 @@ pub fn check_model_metadata(summary: &GgufSummary) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Why the engine would compute a well-formed file of a supported architecture wrongly, or
+/// fail on it mid-generation, if it would: layouts of later models its code does not read.
+pub fn unsupported_layout(summary: &GgufSummary) -> Option<String> {
+    if summary.architecture.as_deref() != Some("phi3") {
+        return None;
+    }
+    let value = |name: &str| {
+        let key = format!("phi3.{name}");
+        summary
+            .hyperparameters
+            .iter()
+            .find(|(k, _)| *k == key)
+            .and_then(|(_, v)| *v)
+    };
+    if summary.has_rope_factors {
+        return Some(
+            "it has long-context RoPE factors (`rope_factors_long`/`rope_factors_short`, as              Phi-3-mini-128k, Phi-3.5-mini and Phi-4-mini have), which the engine's Phi-3              model does not apply"
+                .into(),
+        );
+    }
+    if !summary.has_output_head {
+        return Some(
+            "its output head is tied to the token embedding (no `output.weight`), which the              engine's Phi-3 model cannot read"
+                .into(),
+        );
+    }
+    if let (Some(rope), Some(hidden), Some(heads)) = (
+        value("rope.dimension_count"),
+        value("embedding_length"),
+        value("attention.head_count"),
+    ) {
+        if rope < hidden / heads {
+            return Some(format!(
+                "it rotates {rope} of each head's {} dimensions, and the engine's Phi-3 model                  rotates whole heads",
+                hidden / heads
+            ));
+        }
+    }
+    None
 }
 
 const MAGIC: &[u8; 4] = b"GGUF";
@@ -185,6 +233,7 @@ fn is_hyperparameter(key: &str) -> bool {
         REQUIRED_HYPERPARAMETERS
             .iter()
             .any(|(required, _)| *required == name)
+            || OPTIONAL_HYPERPARAMETERS.contains(&name)
     })
 }
 
@@ -451,8 +500,11 @@ fn check_gguf(input: impl Read, len: u64) -> Result<GgufSummary, String> {
                 .filter(|_| d > 0)
                 .ok_or_else(|| format!("tensor `{name}` has a zero or overflowing shape"))?;
         }
-        if name == "token_embd.weight" && dims.len() == 2 {
-            out.embedding_rows = Some(dims[1]);
+        match name.as_str() {
+            "token_embd.weight" if dims.len() == 2 => out.embedding_rows = Some(dims[1]),
+            "output.weight" => out.has_output_head = true,
+            "rope_factors_long.weight" | "rope_factors_short.weight" => out.has_rope_factors = true,
+            _ => {}
         }
         let ggml_type = r.u32(&name)?;
         let (block, block_bytes) = ggml_block(ggml_type)
@@ -687,6 +739,40 @@ mod tests {
         let s = check(&build(kvs, "token_embd.weight", embedding))?;
         check_model_metadata(&s)?;
         Ok(s)
+    }
+
+    #[test]
+    fn phi3_layouts_the_engine_cannot_compute_are_named() {
+        let phi3 = |rope: u64, output: bool, factors: bool| GgufSummary {
+            architecture: Some("phi3".into()),
+            hyperparameters: vec![
+                ("phi3.embedding_length".into(), Some(64)),
+                ("phi3.attention.head_count".into(), Some(2)),
+                ("phi3.rope.dimension_count".into(), Some(rope)),
+            ],
+            has_output_head: output,
+            has_rope_factors: factors,
+            ..Default::default()
+        };
+        assert_eq!(unsupported_layout(&phi3(32, true, false)), None);
+        let why = unsupported_layout(&phi3(32, true, true)).unwrap();
+        assert!(why.contains("long-context RoPE factors"), "{why}");
+        let why = unsupported_layout(&phi3(32, false, false)).unwrap();
+        assert!(why.contains("tied"), "{why}");
+        let why = unsupported_layout(&phi3(24, true, false)).unwrap();
+        assert!(why.contains("rotates 24 of each head's 32"), "{why}");
+        let mut llama = phi3(24, false, true);
+        llama.architecture = Some("llama".into());
+        assert_eq!(unsupported_layout(&llama), None);
+        // The flags come from the tensor names of the header.
+        let rope_kvs = with(model_kvs(), "llama.rope.dimension_count", V::U32(2));
+        let s = check(&build(&rope_kvs, "output.weight", &[2, 3])).unwrap();
+        assert!(s.has_output_head && !s.has_rope_factors);
+        assert!(s
+            .hyperparameters
+            .contains(&("llama.rope.dimension_count".into(), Some(2))));
+        let s = check(&build(&model_kvs(), "rope_factors_long.weight", &[1])).unwrap();
+        assert!(s.has_rope_factors && !s.has_output_head);
     }
 
     #[test]

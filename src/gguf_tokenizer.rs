@@ -61,20 +61,26 @@ const GPT2_SPLIT: &str =
     r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
 const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+/// Every digit on its own, before GPT-2's regex runs on the rest (llama.cpp's two-step split
+/// for SmolLM, StarCoder and others; their tokenizer.json: `Digits` then `ByteLevel`).
+const DIGIT_SPLIT: &str = r"\p{N}";
 
-/// The split regex for a `tokenizer.ggml.pre` name, and whether whole words found in the
-/// vocabulary skip the merges (Llama 3's `ignore_merges`).
-fn byte_level_split(pre: &str) -> Option<(&'static str, bool)> {
-    Some(match pre {
-        "llama3" | "llama-v3" | "llama-bpe" | "smaug-bpe" | "falcon3" | "dbrx" => {
-            (LLAMA3_SPLIT, true)
-        }
-        "qwen2" | "deepseek-r1-qwen" | "megrez" => (QWEN2_SPLIT, false),
-        "default" | "gpt2" | "gpt-2" | "phi-2" | "stablelm2" | "olmo" | "jina-es" | "jina-de" => {
-            (GPT2_SPLIT, false)
-        }
-        _ => return None,
-    })
+/// The split regexes (applied in turn) for a `tokenizer.ggml.pre` name, and whether whole
+/// words found in the vocabulary skip the merges (Llama 3's `ignore_merges`).
+fn byte_level_split(pre: &str) -> Option<(&'static [&'static str], bool)> {
+    let found: (&'static [&'static str], bool) =
+        match pre {
+            "llama3" | "llama-v3" | "llama-bpe" | "smaug-bpe" | "falcon3" | "dbrx" => {
+                (&[LLAMA3_SPLIT], true)
+            }
+            "qwen2" | "deepseek-r1-qwen" | "megrez" => (&[QWEN2_SPLIT], false),
+            "default" | "gpt2" | "gpt-2" | "phi-2" | "stablelm2" | "olmo" | "jina-es"
+            | "jina-de" => (&[GPT2_SPLIT], false),
+            "smollm" | "starcoder" | "refact" | "command-r" | "codeshell" | "exaone"
+            | "minerva-7b" => (&[DIGIT_SPLIT, GPT2_SPLIT], false),
+            _ => return None,
+        };
+    Some(found)
 }
 
 /// Token texts that end a turn in the common chat formats; the model's EOS is added to them.
@@ -193,8 +199,8 @@ impl GgufVocab {
         }
     }
 
-    /// The split regex and `ignore_merges` of a byte-level vocabulary.
-    fn byte_level_split(&self) -> Result<(&'static str, bool), String> {
+    /// The split regexes and `ignore_merges` of a byte-level vocabulary.
+    fn byte_level_split(&self) -> Result<(&'static [&'static str], bool), String> {
         let pre = self.pre.as_deref().unwrap_or("default");
         byte_level_split(pre).ok_or_else(|| {
             format!("the byte-level BPE pre-tokenizer `{pre}` is not known to this version")
@@ -275,7 +281,16 @@ impl GgufVocab {
                 (skeleton, tables)
             }
             "gpt2" => {
-                let (split, ignore_merges) = self.byte_level_split()?;
+                let (splits, ignore_merges) = self.byte_level_split()?;
+                let mut pretokenizers: Vec<Value> = splits
+                    .iter()
+                    .map(|s| {
+                        json!({"type": "Split", "pattern": {"Regex": s}, "behavior": "Isolated", "invert": false})
+                    })
+                    .collect();
+                pretokenizers.push(json!(
+                    {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false}
+                ));
                 let merges: Vec<(String, String)> = self
                     .byte_level_merges()?
                     .into_iter()
@@ -287,10 +302,7 @@ impl GgufVocab {
                     "padding": null,
                     "added_tokens": [],
                     "normalizer": null,
-                    "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
-                        {"type": "Split", "pattern": {"Regex": split}, "behavior": "Isolated", "invert": false},
-                        {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false}
-                    ]},
+                    "pre_tokenizer": {"type": "Sequence", "pretokenizers": pretokenizers},
                     "post_processor": self.post_processor(),
                     "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
                     "model": empty_bpe(),

@@ -28,8 +28,8 @@ use crate::failure::{Failure, FailureKind, Outcome};
 use crate::generation::Generation;
 use crate::gguf_content;
 use crate::gguf_header::{
-    check_model_metadata, is_supported_architecture, read_gguf_header, GgufSummary,
-    SUPPORTED_ARCHITECTURES,
+    check_model_metadata, is_supported_architecture, read_gguf_header, unsupported_layout,
+    GgufSummary, SUPPORTED_ARCHITECTURES,
 };
 use crate::gguf_tokenizer::GgufVocab;
 use crate::output_constraint::GrammarTokens;
@@ -37,7 +37,7 @@ use crate::params::{check_context, GenerationParams};
 use crate::request::{EnginePrompt, PcaiRequest, TapEvent, TokenTap};
 use crate::runtime::runtime;
 use crate::safetensors_folder::{
-    inspect_folder, uses_multimodal_loader, FolderModel, ImageGeometry,
+    inspect_folder, max_images_per_request, uses_multimodal_loader, FolderModel, ImageGeometry,
 };
 
 /// Sequences one engine step may run when the caller does not choose (`LoadOptions::max_batch`).
@@ -181,6 +181,12 @@ fn check_gguf_path(path: &Path) -> Outcome<GgufSummary> {
         }
     }
     check_model_metadata(&summary).map_err(unusable)?;
+    if let Some(why) = unsupported_layout(&summary) {
+        return Err(Failure::new(
+            FailureKind::UnsupportedModel,
+            format!("{}: {why}", path.display()),
+        ));
+    }
     Ok(summary)
 }
 
@@ -569,8 +575,10 @@ impl LoadedModel {
                 }
             },
         };
-        // F32 activations on the CPU for Gemma 3 (the engine's automatic choice elsewhere).
-        let dtype = if gemma3 {
+        // F32 activations on the CPU, as llama.cpp computes (the engine's automatic choice
+        // would be a 16-bit type: less exact, and slower where the CPU has no 16-bit arithmetic);
+        // Gemma 3 in F32 on every device, as before.
+        let dtype = if gemma3 || device.is_cpu() {
             ModelDType::F32
         } else {
             ModelDType::Auto
@@ -697,6 +705,17 @@ impl LoadedModel {
                     self.input_modalities.join(" and ")
                 )));
             }
+        }
+        let most = self
+            .architecture
+            .as_deref()
+            .and_then(max_images_per_request);
+        if let Some(most) = most.filter(|most| images.len() > *most) {
+            return Err(Failure::invalid(format!(
+                "this model takes at most {most} image per request ({} given): the engine's \
+                 processor for it reads only one image",
+                images.len()
+            )));
         }
         for (i, image) in images.iter().enumerate() {
             if let Some(why) = self.image_geometry.refuse(image.width(), image.height()) {

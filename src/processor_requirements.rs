@@ -39,13 +39,19 @@ fn required_keys(architecture: &str) -> &'static [(&'static str, &'static str)] 
             (PRE, "min_pixels"),
             (PRE, "max_pixels"),
         ],
-        "Idefics3ForConditionalGeneration" => &[(PRE, "size")],
-        "LlavaForConditionalGeneration" => {
+        // Without `do_pad` the processor builds no pixel mask and panics on the first image.
+        "Idefics3ForConditionalGeneration" => &[(PRE, "size"), (PRE, "do_pad")],
+        // LLaVA-Next's processor reads them on every request, even a text-only one.
+        "LlavaForConditionalGeneration" | "LlavaNextForConditionalGeneration" => {
             &[(PRE, "size"), (PRE, "crop_size"), (PRE, "rescale_factor")]
         }
         _ => &[],
     }
 }
+
+/// Keys the engine reads as `true` or fails on (it asserts `default_to_square`; Idefics3 has
+/// no pixel mask without `do_pad`).
+const MUST_BE_TRUE: &[&str] = &["default_to_square", "do_pad"];
 
 fn lookup<'a>(value: &'a Value, dotted: &str) -> Option<&'a Value> {
     dotted
@@ -75,9 +81,9 @@ pub fn processor_problem(
                      model's Hugging Face release"
                 ))
             }
-            Some(v) if *key == "default_to_square" && v != &Value::Bool(true) => {
+            Some(v) if MUST_BE_TRUE.contains(key) && v != &Value::Bool(true) => {
                 return Some(format!(
-                    "{file} has `default_to_square: {v}`; the engine takes {architecture} images \
+                    "{file} has `{key}: {v}`; the engine takes {architecture} images \
                      only with `true`"
                 ))
             }
@@ -132,6 +138,18 @@ mod tests {
         let why =
             processor_problem("Gemma3ForConditionalGeneration", |_| Some(gemma.clone())).unwrap();
         assert!(why.contains("lacks `size.width`"), "{why}");
+        let idefics3 = json!({"size": {"longest_edge": 1536}, "do_pad": false});
+        let why = processor_problem("Idefics3ForConditionalGeneration", |_| {
+            Some(idefics3.clone())
+        })
+        .unwrap();
+        assert!(why.contains("has `do_pad: false`"), "{why}");
+        let llava_next = json!({"size": {"shortest_edge": 336}, "rescale_factor": 0.5});
+        let why = processor_problem("LlavaNextForConditionalGeneration", |_| {
+            Some(llava_next.clone())
+        })
+        .unwrap();
+        assert!(why.contains("lacks `crop_size`"), "{why}");
         assert_eq!(processor_problem("LlamaForCausalLM", |_| None), None);
     }
 }

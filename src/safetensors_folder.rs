@@ -34,7 +34,8 @@ pub struct FolderModel {
 
 /// Image sizes a model's processor takes without failing inside the engine. mistralrs 0.8.1's
 /// Qwen-VL processor panics (and the runner dies with it) on images it resizes to a single
-/// image token or to a zero-pixel side, so we refuse those images first, with its own math.
+/// image token or to a zero-pixel side, and its Pixtral (Mistral 3) processor on images it
+/// scales to a zero-pixel side, so we refuse those images first, with their own math.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum ImageGeometry {
     Any,
@@ -45,6 +46,21 @@ pub enum ImageGeometry {
         min_pixels: u64,
         max_pixels: u64,
     },
+    /// Pixtral (Mistral 3): an image larger than `max_width x max_height` is scaled down to fit,
+    /// each side floored.
+    PixtralFit {
+        max_width: u64,
+        max_height: u64,
+    },
+}
+
+/// The most images one request may carry, where the engine's processor takes fewer than any
+/// number: LLaVA's and LLaVA-Next's take one (a second panicked inside the engine).
+pub fn max_images_per_request(architecture: &str) -> Option<usize> {
+    match architecture {
+        "LlavaForConditionalGeneration" | "LlavaNextForConditionalGeneration" => Some(1),
+        _ => None,
+    }
 }
 
 impl ImageGeometry {
@@ -55,6 +71,21 @@ impl ImageGeometry {
             "Qwen2VLForConditionalGeneration" | "Qwen2_5_VLForConditionalGeneration"
         );
         let read = |key: &str| preprocessor.and_then(|p| p[key].as_u64());
+        if architecture == "Mistral3ForConditionalGeneration" {
+            let size = |key: &str| preprocessor.and_then(|p| p["size"][key].as_u64());
+            let fit = match (size("longest_edge"), size("width"), size("height")) {
+                (Some(edge), _, _) => Some((edge, edge)),
+                (None, Some(width), Some(height)) => Some((width, height)),
+                _ => None,
+            };
+            return match fit {
+                Some((max_width, max_height)) => Self::PixtralFit {
+                    max_width,
+                    max_height,
+                },
+                None => Self::Any,
+            };
+        }
         match (
             qwen,
             read("patch_size"),
@@ -76,15 +107,30 @@ impl ImageGeometry {
 
     /// Why the model cannot take a `width x height` image, if it cannot.
     pub fn refuse(&self, width: u32, height: u32) -> Option<String> {
-        let Self::QwenSmartResize {
-            factor,
-            min_pixels,
-            max_pixels,
-        } = *self
-        else {
-            return None;
-        };
         let (w, h) = (u64::from(width), u64::from(height));
+        let (factor, min_pixels, max_pixels) = match *self {
+            Self::Any => return None,
+            Self::PixtralFit {
+                max_width,
+                max_height,
+            } => {
+                let ratio = (w as f64 / max_width as f64).max(h as f64 / max_height as f64);
+                let shrinks = ratio > 1.0
+                    && ((w as f64 / ratio).floor() < 1.0 || (h as f64 / ratio).floor() < 1.0);
+                return shrinks.then(|| {
+                    format!(
+                        "is {width} x {height} pixels; fitted to this model's {max_width} x \
+                         {max_height} pixels one side would shrink to nothing: crop it closer \
+                         to square"
+                    )
+                });
+            }
+            Self::QwenSmartResize {
+                factor,
+                min_pixels,
+                max_pixels,
+            } => (factor, min_pixels, max_pixels),
+        };
         if w < factor || h < factor {
             return Some(format!(
                 "is {width} x {height} pixels; this model needs at least {factor} pixels on each \
@@ -345,6 +391,24 @@ mod tests {
             ImageGeometry::of("Qwen2VLForConditionalGeneration", None),
             ImageGeometry::Any
         );
+    }
+
+    #[test]
+    fn pixtral_images_that_shrink_to_nothing_are_refused() {
+        let preprocessor = serde_json::json!({"size": {"longest_edge": 1540}, "patch_size": 14});
+        let g = ImageGeometry::of("Mistral3ForConditionalGeneration", Some(&preprocessor));
+        assert_eq!(
+            g,
+            ImageGeometry::PixtralFit {
+                max_width: 1540,
+                max_height: 1540
+            }
+        );
+        for (w, h) in [(1, 1), (16, 16), (1540, 2), (3000, 2), (640, 480)] {
+            assert_eq!(g.refuse(w, h), None, "{w} x {h}");
+        }
+        assert!(g.refuse(4000, 1).unwrap().contains("shrink to nothing"));
+        assert!(g.refuse(1, 4000).unwrap().contains("shrink to nothing"));
     }
 
     /// A SafeTensors file with no tensors: the 8-byte length of the header `{}`, then it.

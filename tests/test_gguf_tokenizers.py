@@ -10,34 +10,28 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import gguf
 import pytest
 import sentencepiece as spm
-from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
+from tiny_gguf import (
+    CONTROL,
+    NORMAL,
+    QWEN2_SPLIT,
+    TRICKY_TEXTS,
+    Vocabulary,
+    bpe_merges,
+    byte_level_pre_tokenizer,
+    sentencepiece_pieces,
+    train_byte_level_bpe,
+    train_sentencepiece,
+    write_vocabulary_file,
+)
 from tokenizers import Tokenizer as HFTokenizer
+from tokenizers import decoders, models
 
 from pcai_inference import InferenceBackend, ModelFormatError, ModelNotFoundError, Tokenizer
 
-TRICKY = [
-    "Hello world",
-    " leading space",
-    "trailing space ",
-    "two  spaces and   three",
-    "tabs\tand\t\ttabs",
-    "new\nline\n\nand\r\nwindows",
-    "   ",
-    "Ünïcödé façade — naïve café",
-    "日本語のテキストと中文",
-    "emoji 🐶🐱 and 👩‍💻",
-    "def f(x):\n    return x ** 2  # square",
-    "3.14159 and 1,000,000 and 2024-11-25",
-    "https://example.com/path?q=1&r=2",
-    "<b>bold</b> and <|not special|>",
-    "it's they're we've I'm you'll he'd",
-    "CamelCaseWordsAndUPPERCASE",
-    "a",
-    "",
-]
+# Markup, and a text that looks like a special token, besides the shared tricky texts.
+TRICKY = [*TRICKY_TEXTS, "<b>bold</b> and <|not special|>"]
 
 CORPUS = [
     "The quick brown fox jumps over the lazy dog. The dog sleeps.",
@@ -52,81 +46,28 @@ CORPUS = [
 ] * 20
 
 
-def _write_gguf(
-    path: Path,
-    model: str,
-    tokens: list[str],
-    types: list[int],
-    *,
-    scores: list[float] | None = None,
-    merges: list[str] | None = None,
-    pre: str | None = None,
-    bos: int,
-    eos: int,
-    unk: int | None = None,
-    add_space_prefix: bool | None = None,
-) -> None:
-    w = gguf.GGUFWriter(str(path), "llama")
-    w.add_tokenizer_model(model)
-    if pre is not None:
-        w.add_tokenizer_pre(pre)
-    w.add_token_list(tokens)
-    w.add_token_types(types)
-    if scores is not None:
-        w.add_token_scores(scores)
-    if merges is not None:
-        w.add_token_merges(merges)
-    w.add_bos_token_id(bos)
-    w.add_eos_token_id(eos)
-    if unk is not None:
-        w.add_unk_token_id(unk)
-    w.add_add_bos_token(True)
-    w.add_add_eos_token(False)
-    if add_space_prefix is not None:
-        w.add_add_space_prefix(add_space_prefix)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-
-
 # --- SentencePiece-BPE -----------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def spm_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[spm.SentencePieceProcessor, Path]:
     d = tmp_path_factory.mktemp("spm")
-    corpus = d / "corpus.txt"
-    corpus.write_text("\n".join(CORPUS), encoding="utf-8")
-    spm.SentencePieceTrainer.train(
-        input=str(corpus),
-        model_prefix=str(d / "sp"),
-        model_type="bpe",
-        vocab_size=400,
-        byte_fallback=True,
-        character_coverage=1.0,
-        normalization_rule_name="identity",
-        remove_extra_whitespaces=False,
-        add_dummy_prefix=True,
-        allow_whitespace_only_pieces=True,
-        split_digits=False,
-        unk_id=0,
-        bos_id=1,
-        eos_id=2,
-        pad_id=-1,
-        minloglevel=2,
+    model = train_sentencepiece(d, CORPUS, vocab_size=400, split_digits=False, controls=[])
+    sp = spm.SentencePieceProcessor(model_file=str(model))
+    tokens, scores, types = sentencepiece_pieces(sp)
+    vocab = Vocabulary(
+        model="llama",
+        tokens=tokens,
+        types=types,
+        scores=scores,
+        bos=1,
+        eos=2,
+        unk=0,
+        add_bos=True,
+        add_space_prefix=True,
     )
-    sp = spm.SentencePieceProcessor(model_file=str(d / "sp.model"))
-    tokens, scores, types = [], [], []
-    for i in range(sp.get_piece_size()):
-        tokens.append(sp.id_to_piece(i))
-        scores.append(sp.get_score(i))
-        # llama.cpp's convert script: normal 1, unknown 2, control 3, user-defined 4, unused 5, byte 6
-        types.append(
-            2 if sp.is_unknown(i) else 3 if sp.is_control(i) else 6 if sp.is_byte(i) else 5 if sp.is_unused(i) else 1
-        )
     path = d / "spm-vocab.gguf"
-    _write_gguf(path, "llama", tokens, types, scores=scores, bos=1, eos=2, unk=0, add_space_prefix=True)
+    write_vocabulary_file(path, vocab)
     return sp, path
 
 
@@ -146,44 +87,17 @@ LLAMA3_SPLIT = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
     r"|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
-QWEN2_SPLIT = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
-    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
+BYTE_LEVEL_SPECIALS = ["<|begin|>", "<|end|>"]
 
 
 def _byte_level(split: str, ignore_merges: bool) -> HFTokenizer:
-    pre = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split(Regex(split), behavior="isolated"),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ]
-    )
-    trainer_tok = HFTokenizer(models.BPE())
-    trainer_tok.pre_tokenizer = pre
-    trainer = trainers.BpeTrainer(
-        vocab_size=500,
-        special_tokens=["<|begin|>", "<|end|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    trainer_tok.train_from_iterator(CORPUS, trainer)
-    model = trainer_tok.model
-    vocab = trainer_tok.get_vocab()
-    merges = [tuple(m) for m in _merges(trainer_tok)]
-    tok = HFTokenizer(models.BPE(vocab=vocab, merges=merges, ignore_merges=ignore_merges))
-    tok.pre_tokenizer = pre
+    trained = train_byte_level_bpe(split, CORPUS, vocab_size=500, specials=BYTE_LEVEL_SPECIALS)
+    merges = [(left, right) for left, right in (m.split(" ") for m in bpe_merges(trained))]
+    tok = HFTokenizer(models.BPE(vocab=trained.get_vocab(), merges=merges, ignore_merges=ignore_merges))
+    tok.pre_tokenizer = byte_level_pre_tokenizer(split)
     tok.decoder = decoders.ByteLevel()
-    tok.add_special_tokens(["<|begin|>", "<|end|>"])
-    del model
+    tok.add_special_tokens(BYTE_LEVEL_SPECIALS)
     return tok
-
-
-def _merges(tok: HFTokenizer) -> list[list[str]]:
-    import json
-
-    merges = json.loads(tok.to_str())["model"]["merges"]
-    return [m.split(" ") if isinstance(m, str) else m for m in merges]
 
 
 @pytest.fixture(scope="module", params=[("llama-bpe", LLAMA3_SPLIT, True), ("qwen2", QWEN2_SPLIT, False)])
@@ -192,10 +106,21 @@ def byte_level(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
     hf = _byte_level(split, ignore_merges)
     vocab = hf.get_vocab()
     tokens = [t for t, _ in sorted(vocab.items(), key=lambda kv: kv[1])]
-    types = [3 if t in ("<|begin|>", "<|end|>") else 1 for t in tokens]
-    merges = [" ".join(m) for m in _merges(hf)]
+    types = [CONTROL if t in BYTE_LEVEL_SPECIALS else NORMAL for t in tokens]
     path = tmp_path_factory.mktemp("bpe") / f"{pre}.gguf"
-    _write_gguf(path, "gpt2", tokens, types, merges=merges, pre=pre, bos=vocab["<|begin|>"], eos=vocab["<|end|>"])
+    write_vocabulary_file(
+        path,
+        Vocabulary(
+            model="gpt2",
+            pre=pre,
+            tokens=tokens,
+            types=types,
+            merges=bpe_merges(hf),
+            bos=vocab["<|begin|>"],
+            eos=vocab["<|end|>"],
+            add_bos=True,
+        ),
+    )
     return hf, path
 
 
@@ -226,7 +151,17 @@ def test_tokenizer_of_a_missing_file(tmp_path: Path) -> None:
 
 def test_unknown_pre_tokenizer_is_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "odd.gguf"
-    _write_gguf(path, "gpt2", ["a", "b", "ab"], [1, 1, 1], merges=["a b"], pre="no-such-pre", bos=0, eos=1)
+    odd = Vocabulary(
+        model="gpt2",
+        pre="no-such-pre",
+        tokens=["a", "b", "ab"],
+        types=[NORMAL] * 3,
+        merges=["a b"],
+        bos=0,
+        eos=1,
+        add_bos=True,
+    )
+    write_vocabulary_file(path, odd)
     with pytest.raises(ModelFormatError, match="no-such-pre"):
         Tokenizer.from_gguf(path)
 

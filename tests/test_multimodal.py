@@ -1,6 +1,7 @@
-"""Images in requests, on tiny random-weight vision models (tests/tiny_vlm.py): Gemma 3, whose
-chat template places images, and Qwen2.5-VL, whose processor needs placeholders in the text
-and gives size-dependent image-token counts."""
+"""Images in requests, on tiny random-weight vision models (tests/tiny_vlm.py): Gemma 3,
+Idefics3 (SmolVLM) and Mistral 3, whose chat templates place images, and Qwen2-VL and
+Qwen2.5-VL, whose processors need placeholders in the text. Image-token counts are worked out
+from each model's processor configuration, as Hugging Face's processors compute them."""
 
 from __future__ import annotations
 
@@ -15,12 +16,22 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pytest
 from PIL import Image
-from tiny_vlm import GEMMA3_IMAGE_PROMPT_TOKENS, qwen_image_tokens, write_gemma3_vlm, write_qwen2_vl, write_qwen25_vl
+from tiny_vlm import (
+    GEMMA3_IMAGE_PROMPT_TOKENS,
+    idefics3_image_tokens,
+    mistral3_image_tokens,
+    qwen_image_tokens,
+    write_gemma3_vlm,
+    write_idefics3,
+    write_mistral3,
+    write_qwen2_vl,
+    write_qwen25_vl,
+)
 
 from pcai_inference import (
     BackendType,
@@ -56,26 +67,47 @@ def png_bytes(array: np.ndarray) -> bytes:
     return out.getvalue()
 
 
-WRITERS = {"gemma3": write_gemma3_vlm, "qwen2.5-vl": write_qwen25_vl, "qwen2-vl": write_qwen2_vl}
+WRITERS: dict[str, Callable[[Path], Path]] = {
+    "gemma3": write_gemma3_vlm,
+    "qwen2.5-vl": write_qwen25_vl,
+    "qwen2-vl": write_qwen2_vl,
+    # With image splitting on, as SmolVLM ships (engine patches 0028 and 0029).
+    "idefics3": write_idefics3,
+    "mistral3": write_mistral3,
+}
 
 
 @pytest.fixture(scope="module", params=sorted(WRITERS))
 def vlm(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[InferenceBackend]:
     b = BackendType.MISTRALRS.create(device="cpu")
-    b.load_model(WRITERS[request.param](tmp_path_factory.mktemp(request.param)))
+    folder = WRITERS[request.param](tmp_path_factory.mktemp(request.param))
+    b.load_model(folder)
     b.family = request.param  # type: ignore[attr-defined]
+    b.folder = folder  # type: ignore[attr-defined]
     yield b
     b.unload()
 
 
 def image_tokens(backend: InferenceBackend, image: np.ndarray) -> int:
     """The prompt tokens one image adds, from the model's processor configuration."""
-    if backend.family == "gemma3":  # type: ignore[attr-defined]
+    height, width = image.shape[:2]
+    family = backend.family  # type: ignore[attr-defined]
+    if family == "gemma3":
         # 16 soft tokens (image_seq_length), <start_of_image>, <end_of_image> and the four
         # newline bytes around them (the tokenizer is byte-level: "\n\n" is two tokens).
         return GEMMA3_IMAGE_PROMPT_TOKENS
+    if family == "idefics3":
+        return idefics3_image_tokens(height, width, image_splitting=True)
+    if family == "mistral3":
+        return mistral3_image_tokens(height, width)
     # One token per 2 x 2 patches of 14 px after the resize, and the start/end tokens.
-    return qwen_image_tokens(*image.shape[:2])
+    return qwen_image_tokens(height, width)
+
+
+def prompt_tokens(backend: InferenceBackend, *images: np.ndarray) -> int:
+    """The prompt's length, in tokens, for these images and the question."""
+    parts = [*(ImagePart(i) for i in images), QUESTION]
+    return backend.chat([{"role": "user", "content": parts}], max_tokens=1, temperature=0.0).prompt_tokens
 
 
 def ask(backend: InferenceBackend, image: Any, **params: Any) -> tuple[int, ...]:
@@ -150,18 +182,40 @@ def test_different_images_give_different_output(vlm: InferenceBackend) -> None:
     assert len(set(outputs)) == len(images), outputs
 
 
-def test_an_image_adds_the_tokens_the_processor_config_implies(vlm: InferenceBackend) -> None:
-    def prompt_tokens(*images: np.ndarray) -> int:
-        parts = [*(ImagePart(i) for i in images), QUESTION]
-        return vlm.chat([{"role": "user", "content": parts}], max_tokens=1, temperature=0.0).prompt_tokens
+IMAGE_SETS = {
+    "square": [(56, 56)],
+    "wide": [(48, 80)],
+    "square and wide": [(56, 56), (48, 80)],
+    "two shapes": [(32, 80), (56, 56)],
+}
 
-    without = prompt_tokens()
-    square, wide = solid((9, 9, 9), 56), noise(48, 80)
-    assert prompt_tokens(square) - without == image_tokens(vlm, square)
-    assert prompt_tokens(wide) - without == image_tokens(vlm, wide)
-    assert prompt_tokens(square, wide) - without == image_tokens(vlm, square) + image_tokens(vlm, wide)
-    expected = {"gemma3": (22, 22), "qwen2.5-vl": (6, 4), "qwen2-vl": (6, 4)}[vlm.family]  # type: ignore[attr-defined]
-    assert (image_tokens(vlm, square), image_tokens(vlm, wide)) == expected
+
+@pytest.mark.parametrize("sizes", IMAGE_SETS.values(), ids=IMAGE_SETS.keys())
+def test_an_image_adds_the_tokens_the_processor_config_implies(
+    vlm: InferenceBackend, sizes: list[tuple[int, int]]
+) -> None:
+    images = [noise(*size) for size in sizes]
+    added = prompt_tokens(vlm, *images) - prompt_tokens(vlm)
+    assert added == sum(image_tokens(vlm, image) for image in images)
+
+
+def test_the_image_token_arithmetic() -> None:
+    """The counts above, worked by hand from each processor's rules and the tiny configs."""
+    # Gemma 3: 16 soft tokens, <start_of_image>, <end_of_image> and "\n\n" on each side.
+    assert GEMMA3_IMAGE_PROMPT_TOKENS == 16 + 2 + 4
+    # Qwen: 56 x 56 is 2 x 2 tokens; 48 x 80 rounds to 56 x 84, past max_pixels, and scales
+    # down to 28 x 56: 1 x 2. Both with <|vision_start|> and <|vision_end|>.
+    assert (qwen_image_tokens(56, 56), qwen_image_tokens(48, 80)) == (4 + 2, 2 + 2)
+    # Idefics3, one 32 x 32 frame of 4 tokens: <fake> <global-img> 4 x <image> <fake>.
+    assert idefics3_image_tokens(48, 80, image_splitting=False) == 7
+    # Split: 56 x 56 -> 64 x 64, 2 x 2 frames of <fake> <row_r_col_c> 4 x <image> (6), a newline
+    # per row and one more, then the global frame (7): 4 * 6 + 2 + 1 + 7. 32 x 80 -> 26 x 64 -> 32 x 64: 1 x 2.
+    assert idefics3_image_tokens(56, 56, image_splitting=True) == 34
+    assert idefics3_image_tokens(32, 80, image_splitting=True) == 2 * 6 + 1 + 1 + 7
+    # Mistral 3, merged patches of 16 px: 56 x 56 -> 32 x 32: 2 rows of 2 [IMG] and a break/end.
+    # 48 x 80 -> 19 x 32 -> 32 x 32 (rounded up to whole merged patches); 32 x 80 -> 12 x 32 -> 16 x 32.
+    assert [mistral3_image_tokens(h, w) for h, w in [(56, 56), (48, 80), (32, 80)]] == [6, 6, 3]
+    assert mistral3_image_tokens(20, 2000) == 0  # 0 x 32
 
 
 def test_prompt_with_images_is_one_user_message(vlm: InferenceBackend) -> None:
@@ -247,21 +301,37 @@ def test_bad_images_are_explained(vlm: InferenceBackend, image: Any, message: st
     assert len(ask(vlm, checkerboard())) == 12  # the backend keeps working
 
 
+QWEN_REFUSED = [
+    (solid((1, 2, 3), 16), "needs at least 28 pixels on each side"),
+    (solid((1, 2, 3), 40), "resizes to one image token"),
+    (noise(28, 140), "one side would shrink to nothing"),
+    (noise(28, 6000), "aspect ratios up to 200:1"),
+]
+# Images each processor cannot take, and why; every other family takes any size.
+REFUSED = {
+    "qwen2.5-vl": QWEN_REFUSED,
+    "qwen2-vl": QWEN_REFUSED,
+    # Pixtral scales 20 x 2000 to fit 32 px: 0 x 32.
+    "mistral3": [(noise(20, 2000), "one side would shrink to nothing"), (noise(2000, 20), "shrink to nothing")],
+}
+
+
 def test_images_the_engine_cannot_take_are_refused_first(vlm: InferenceBackend) -> None:
-    """Qwen's processor in mistralrs 0.8.1 panics on images it would resize to one token or to
-    nothing, which would leave a dead backend: those are refused, and the backend goes on."""
-    if not vlm.family.startswith("qwen"):  # type: ignore[attr-defined]
-        assert len(ask(vlm, solid((1, 2, 3), 1))) == 12  # Gemma 3 resizes any image to 64 x 64
-        return
-    for image, why in [
-        (solid((1, 2, 3), 16), "needs at least 28 pixels on each side"),
-        (solid((1, 2, 3), 40), "resizes to one image token"),
-        (noise(28, 140), "one side would shrink to nothing"),
-        (noise(28, 6000), "aspect ratios up to 200:1"),
-    ]:
-        with pytest.raises(InvalidImageError, match=why):
-            ask(vlm, image)
-    assert len(ask(vlm, solid((1, 2, 3), 56))) == 12
+    """Processors in mistralrs 0.8.1 panic on images they would resize to nothing (Qwen also to
+    one token), which would leave a dead backend: those are refused, and the backend goes on.
+    This test has a backend of its own, as one such image kills it."""
+    family = vlm.family  # type: ignore[attr-defined]
+    b = BackendType.MISTRALRS.create(device="cpu")
+    b.load_model(vlm.folder)  # type: ignore[attr-defined]
+    try:
+        for image, why in REFUSED.get(family, []):
+            with pytest.raises(InvalidImageError, match=why):
+                ask(b, image)
+        # Gemma 3 and Idefics3 resize any image to their frame; Pixtral rounds sides up to 16 px.
+        smallest = 56 if family.startswith("qwen") else 1
+        assert len(ask(b, solid((1, 2, 3), smallest))) == 12
+    finally:
+        b.unload()
 
 
 def test_the_pixel_limit_is_configurable(vlm: InferenceBackend, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -277,6 +347,34 @@ def test_a_text_model_refuses_images(backend: InferenceBackend) -> None:
         ask(backend, checkerboard())
     with pytest.raises(InvalidRequestError, match="images= goes with prompt="):
         GenerateRequest(messages=[{"role": "user", "content": "hi"}], images=[checkerboard()])
+
+
+def test_idefics3_splits_images_as_smolvlm_does(tmp_path: Path) -> None:
+    """SmolVLM's processor cuts an image into a grid of frames and adds a global one, so the
+    prompt grows with the grid; each frame reaches the model."""
+    b = BackendType.MISTRALRS.create(device="cpu")
+    b.load_model(write_idefics3(tmp_path / "idefics3"))
+    try:
+        without = prompt_tokens(b)
+        for size in [(56, 56), (32, 80), (16, 16), (41, 80)]:
+            added = prompt_tokens(b, noise(*size)) - without
+            assert added == idefics3_image_tokens(*size, image_splitting=True), size
+        images = [solid((255, 0, 0)), solid((0, 0, 255)), checkerboard(), noise()]
+        assert len({ask(b, image) for image in images}) == len(images)
+    finally:
+        b.unload()
+
+
+def test_an_idefics3_folder_without_padding_is_refused_at_load(tmp_path: Path) -> None:
+    """Idefics3's processor in mistralrs 0.8.1 builds its pixel mask only when `do_pad` is true
+    and panics on the first image without it (inputs_processor.rs:165)."""
+    folder = write_idefics3(tmp_path / "idefics3", image_splitting=False)
+    config = json.loads((folder / "preprocessor_config.json").read_text())
+    del config["do_pad"]
+    (folder / "preprocessor_config.json").write_text(json.dumps(config))
+    b = BackendType.MISTRALRS.create(device="cpu")
+    with pytest.raises(ModelFormatError, match=r"preprocessor_config\.json lacks `do_pad`"):
+        b.load_model(folder)
 
 
 def test_a_processor_config_that_would_crash_the_engine_is_refused_at_load(tmp_path: Path) -> None:

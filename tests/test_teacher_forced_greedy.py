@@ -8,8 +8,9 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+import numpy as np
 import pytest
 
 from pcai_inference import GenerateRequest, InferenceBackend
@@ -22,17 +23,26 @@ CASES: list[dict[str, Any]] = json.loads(REFERENCE.read_text(encoding="utf-8"))[
 TOLERANCE = 0.5
 
 
+class ExactModel(Protocol):
+    """A float64 evaluator (tools/gemma3_exact_greedy.py, tools/llama_exact_greedy.py)."""
+
+    def step(self, ids: list[int], start: int, kv: dict[int, Any]) -> np.ndarray: ...
+
+
 @pytest.fixture(scope="module")
 def exact(model_path: Path) -> ExactGemma3:
     return ExactGemma3(str(model_path))
 
 
-def greedy_gaps(backend: InferenceBackend, exact: ExactGemma3, case: dict[str, Any]) -> tuple[list[int], list[float]]:
+def greedy_gaps(backend: InferenceBackend, exact: ExactModel, case: dict[str, Any]) -> tuple[list[int], list[float]]:
     """Our greedy continuation of a reference case, and at each step how far the token we chose is
-    below the exact best on our own prefix (teacher-forced)."""
+    below the exact best on our own prefix (teacher-forced). A case may ask for its prompt's
+    control-token texts to be read as control tokens (``parse_special``, chat prompts)."""
     prompt = case["prompt_token_ids"]
-    assert backend.tokenize(case["prompt"]) == prompt
-    ours = list(backend.generate(GenerateRequest(prompt=case["prompt"], max_tokens=32, temperature=0.0)).token_ids)
+    special = bool(case.get("parse_special", False))
+    assert backend.tokenize(case["prompt"], parse_special=special) == prompt
+    req = GenerateRequest(prompt=case["prompt"], max_tokens=32, temperature=0.0, parse_special=special)
+    ours = list(backend.generate(req).token_ids)
     assert ours
     kv: dict[int, Any] = {}
     logits = exact.step(prompt, 0, kv)

@@ -10,6 +10,8 @@ is readable and never ends early.
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -103,33 +105,12 @@ def write_gemma3_vlm(out: Path, seed: int = 0) -> Path:
         w.matrix(f"{p}.mlp.gate_proj.weight", inter, hidden)
         w.matrix(f"{p}.mlp.up_proj.weight", inter, hidden)
         w.matrix(f"{p}.mlp.down_proj.weight", hidden, inter)
-    w.matrix("language_model.lm_head.weight", vocab, hidden)
-    head = w.tensors["language_model.lm_head.weight"]
-    printable = np.zeros(vocab, dtype=bool)
-    printable[len(GEMMA3_SPECIALS) + ord(" ") : len(GEMMA3_SPECIALS) + ord("~") + 1] = True
-    head[~printable] = 0.0
+    _printable_head(w, "language_model.lm_head.weight", vocab, hidden, len(GEMMA3_SPECIALS))
     w.tensors["multi_modal_projector.mm_input_projection_weight"] = (
         w.rng.standard_normal((v_hidden, hidden)) / np.sqrt(v_hidden)
     ).astype(np.float32)
     w.vector("multi_modal_projector.mm_soft_emb_norm.weight", v_hidden)
-    vt = "vision_tower.vision_model"
-    w.array(f"{vt}.embeddings.patch_embedding.weight", (v_hidden, 3, patch, patch), 3 * patch * patch)
-    w.vector(f"{vt}.embeddings.patch_embedding.bias", v_hidden)
-    w.matrix(f"{vt}.embeddings.position_embedding.weight", (GEMMA3_IMAGE_SIZE // patch) ** 2, v_hidden)
-    e = f"{vt}.encoder.layers.0"
-    for norm in ("layer_norm1", "layer_norm2"):
-        w.vector(f"{e}.{norm}.weight", v_hidden, base=1.0)
-        w.vector(f"{e}.{norm}.bias", v_hidden)
-    for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
-        w.matrix(f"{e}.self_attn.{proj}.weight", v_hidden, v_hidden)
-        w.vector(f"{e}.self_attn.{proj}.bias", v_hidden)
-    w.matrix(f"{e}.mlp.fc1.weight", v_inter, v_hidden)
-    w.vector(f"{e}.mlp.fc1.bias", v_inter)
-    w.matrix(f"{e}.mlp.fc2.weight", v_hidden, v_inter)
-    w.vector(f"{e}.mlp.fc2.bias", v_hidden)
-    w.vector(f"{vt}.post_layernorm.weight", v_hidden, base=1.0)
-    w.vector(f"{vt}.post_layernorm.bias", v_hidden)
-    save_file(w.tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
+    _siglip_tower(w, "vision_tower.vision_model", v_hidden, v_inter, patch, GEMMA3_IMAGE_SIZE)
 
     ids = {s: i for i, s in enumerate(GEMMA3_SPECIALS)}
     config = {
@@ -161,62 +142,44 @@ def write_gemma3_vlm(out: Path, seed: int = 0) -> Path:
             "final_logit_softcapping": None,
         },
         "vision_config": {
-            "model_type": "siglip_vision_model",
-            "hidden_size": v_hidden,
-            "intermediate_size": v_inter,
-            "num_hidden_layers": 1,
-            "num_attention_heads": 2,
-            "num_channels": 3,
-            "image_size": GEMMA3_IMAGE_SIZE,
-            "patch_size": patch,
-            "hidden_act": "gelu_pytorch_tanh",
-            "layer_norm_eps": 1e-6,
+            **_vit_config("siglip_vision_model", v_hidden, v_inter, GEMMA3_IMAGE_SIZE, patch),
             "vision_use_head": False,
         },
         "tie_word_embeddings": False,
         "torch_dtype": "float32",
     }
-    (out / "config.json").write_text(json.dumps(config, indent=1))
-    (out / "generation_config.json").write_text(json.dumps({"bos_token_id": 2, "eos_token_id": [1, 5]}))
-    (out / "processor_config.json").write_text(
-        json.dumps({"image_seq_length": GEMMA3_TOKENS_PER_IMAGE, "processor_class": "Gemma3Processor"})
-    )
-    (out / "preprocessor_config.json").write_text(
-        json.dumps(
-            {
-                "image_processor_type": "Gemma3ImageProcessor",
-                "processor_class": "Gemma3Processor",
-                "do_convert_rgb": None,
-                "do_normalize": True,
-                "do_pan_and_scan": None,
-                "do_rescale": True,
-                "do_resize": True,
-                "image_mean": [0.5, 0.5, 0.5],
-                "image_std": [0.5, 0.5, 0.5],
-                "image_seq_length": GEMMA3_TOKENS_PER_IMAGE,
-                "resample": 2,
-                "rescale_factor": 1 / 255,
-                "size": {"height": GEMMA3_IMAGE_SIZE, "width": GEMMA3_IMAGE_SIZE},
-            }
-        )
-    )
-    tokenizer.save(str(out / "tokenizer.json"))
-    (out / "tokenizer_config.json").write_text(
-        json.dumps(
-            {
-                "add_bos_token": True,
-                "bos_token": "<bos>",
-                "eos_token": "<eos>",
-                "pad_token": "<pad>",
-                "unk_token": "<unk>",
-                "boi_token": "<start_of_image>",
-                "eoi_token": "<end_of_image>",
-                "image_token": "<image_soft_token>",
-                "chat_template": GEMMA3_CHAT_TEMPLATE,
-            }
-        )
-    )
-    return out
+    files = {
+        "config.json": config,
+        "generation_config.json": {"bos_token_id": 2, "eos_token_id": [1, 5]},
+        "processor_config.json": {"image_seq_length": GEMMA3_TOKENS_PER_IMAGE, "processor_class": "Gemma3Processor"},
+        "preprocessor_config.json": {
+            "image_processor_type": "Gemma3ImageProcessor",
+            "processor_class": "Gemma3Processor",
+            "do_convert_rgb": None,
+            "do_normalize": True,
+            "do_pan_and_scan": None,
+            "do_rescale": True,
+            "do_resize": True,
+            "image_mean": [0.5, 0.5, 0.5],
+            "image_std": [0.5, 0.5, 0.5],
+            "image_seq_length": GEMMA3_TOKENS_PER_IMAGE,
+            "resample": 2,
+            "rescale_factor": 1 / 255,
+            "size": {"height": GEMMA3_IMAGE_SIZE, "width": GEMMA3_IMAGE_SIZE},
+        },
+        "tokenizer_config.json": {
+            "add_bos_token": True,
+            "bos_token": "<bos>",
+            "eos_token": "<eos>",
+            "pad_token": "<pad>",
+            "unk_token": "<unk>",
+            "boi_token": "<start_of_image>",
+            "eoi_token": "<end_of_image>",
+            "image_token": "<image_soft_token>",
+            "chat_template": GEMMA3_CHAT_TEMPLATE,
+        },
+    }
+    return _save_folder(out, w, tokenizer, files)
 
 
 QWEN_SPECIALS = [
@@ -248,6 +211,23 @@ def _printable_head(w: _Weights, name: str, vocab: int, hidden: int, specials: i
     w.tensors[name][~keep] = 0.0
 
 
+def _save_folder(
+    out: Path,
+    w: _Weights,
+    tokenizer: Tokenizer,
+    files: Mapping[str, object],
+    weights: str = "model.safetensors",
+    indented: tuple[str, ...] = ("config.json",),
+) -> Path:
+    """Writes the weights, ``tokenizer.json`` and the JSON ``files`` into ``out``: those named in
+    ``indented`` with indent 1, the others on one line."""
+    save_file(w.tensors, str(out / weights), metadata={"format": "pt"})
+    for name, content in files.items():
+        (out / name).write_text(json.dumps(content, indent=1 if name in indented else None))
+    tokenizer.save(str(out / "tokenizer.json"))
+    return out
+
+
 def write_qwen25_vl(out: Path, seed: int = 0) -> Path:
     """A ``Qwen2_5_VLForConditionalGeneration`` folder: 2 text layers (hidden 64, M-RoPE), a
     2-block vision tower (hidden 32; block 1 full attention, block 0 windowed) on 14 px patches,
@@ -265,27 +245,11 @@ def write_qwen2_vl(out: Path, seed: int = 0) -> Path:
 def _write_qwen_vl(out: Path, seed: int, qwen2_5: bool) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = byte_level_tokenizer(QWEN_SPECIALS)
-    vocab, hidden, inter, heads, kv_heads, layers = tokenizer.get_vocab_size(), 64, 128, 2, 1, 2
-    head_dim = hidden // heads
+    vocab, hidden, inter, layers = tokenizer.get_vocab_size(), 64, 128, 2
+    heads, kv_heads = LLAMA_HEADS, LLAMA_KV_HEADS
     v_hidden, v_inter, v_heads, patch, temporal, merge = 32, 64, 2, 14, 2, 2
     w = _Weights(seed)
-    w.matrix("model.embed_tokens.weight", vocab, hidden)
-    w.vector("model.norm.weight", hidden, base=1.0)
-    for i in range(layers):
-        p = f"model.layers.{i}"
-        w.vector(f"{p}.input_layernorm.weight", hidden, base=1.0)
-        w.vector(f"{p}.post_attention_layernorm.weight", hidden, base=1.0)
-        for proj, rows in (
-            ("q_proj", heads * head_dim),
-            ("k_proj", kv_heads * head_dim),
-            ("v_proj", kv_heads * head_dim),
-        ):
-            w.matrix(f"{p}.self_attn.{proj}.weight", rows, hidden)
-            w.vector(f"{p}.self_attn.{proj}.bias", rows)
-        w.matrix(f"{p}.self_attn.o_proj.weight", hidden, heads * head_dim)
-        w.matrix(f"{p}.mlp.gate_proj.weight", inter, hidden)
-        w.matrix(f"{p}.mlp.up_proj.weight", inter, hidden)
-        w.matrix(f"{p}.mlp.down_proj.weight", hidden, inter)
+    _llama_decoder(w, "model", vocab, hidden, inter, layers, qkv_bias=True)
     _printable_head(w, "lm_head.weight", vocab, hidden, len(QWEN_SPECIALS))
     w.array("visual.patch_embed.proj.weight", (v_hidden, 3, temporal, patch, patch), 3 * temporal * patch * patch)
     for i in range(2):
@@ -312,7 +276,6 @@ def _write_qwen_vl(out: Path, seed: int, qwen2_5: bool) -> Path:
     w.vector("visual.merger.mlp.0.bias", merged)
     w.matrix("visual.merger.mlp.2.weight", hidden, merged)
     w.vector("visual.merger.mlp.2.bias", hidden)
-    save_file(w.tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
 
     ids = {s: i for i, s in enumerate(QWEN_SPECIALS)}
     config = {
@@ -367,42 +330,35 @@ def _write_qwen_vl(out: Path, seed: int, qwen2_5: bool) -> Path:
             "temporal_patch_size": temporal,
         },
     }
-    (out / "config.json").write_text(json.dumps(config, indent=1))
-    (out / "generation_config.json").write_text(json.dumps({"eos_token_id": [ids["<|im_end|>"]]}))
-    (out / "preprocessor_config.json").write_text(
-        json.dumps(
-            {
-                "image_processor_type": "Qwen2VLImageProcessor",
-                "processor_class": "Qwen2_5_VLProcessor" if qwen2_5 else "Qwen2VLProcessor",
-                "do_convert_rgb": True,
-                "do_normalize": True,
-                "do_rescale": True,
-                "do_resize": True,
-                "image_mean": [0.48145466, 0.4578275, 0.40821073],
-                "image_std": [0.26862954, 0.26130258, 0.27577711],
-                "rescale_factor": 1 / 255,
-                "min_pixels": QWEN_MIN_PIXELS,
-                "max_pixels": QWEN_MAX_PIXELS,
-                "size": {"shortest_edge": QWEN_MIN_PIXELS, "longest_edge": QWEN_MAX_PIXELS},
-                "patch_size": patch,
-                "temporal_patch_size": temporal,
-                "merge_size": merge,
-            }
-        )
-    )
-    tokenizer.save(str(out / "tokenizer.json"))
-    (out / "tokenizer_config.json").write_text(
-        json.dumps(
-            {
-                "add_bos_token": False,
-                "bos_token": None,
-                "eos_token": "<|im_end|>",
-                "pad_token": "<|endoftext|>",
-                "chat_template": QWEN_CHAT_TEMPLATE,
-            }
-        )
-    )
-    return out
+    files = {
+        "config.json": config,
+        "generation_config.json": {"eos_token_id": [ids["<|im_end|>"]]},
+        "preprocessor_config.json": {
+            "image_processor_type": "Qwen2VLImageProcessor",
+            "processor_class": "Qwen2_5_VLProcessor" if qwen2_5 else "Qwen2VLProcessor",
+            "do_convert_rgb": True,
+            "do_normalize": True,
+            "do_rescale": True,
+            "do_resize": True,
+            "image_mean": [0.48145466, 0.4578275, 0.40821073],
+            "image_std": [0.26862954, 0.26130258, 0.27577711],
+            "rescale_factor": 1 / 255,
+            "min_pixels": QWEN_MIN_PIXELS,
+            "max_pixels": QWEN_MAX_PIXELS,
+            "size": {"shortest_edge": QWEN_MIN_PIXELS, "longest_edge": QWEN_MAX_PIXELS},
+            "patch_size": patch,
+            "temporal_patch_size": temporal,
+            "merge_size": merge,
+        },
+        "tokenizer_config.json": {
+            "add_bos_token": False,
+            "bos_token": None,
+            "eos_token": "<|im_end|>",
+            "pad_token": "<|endoftext|>",
+            "chat_template": QWEN_CHAT_TEMPLATE,
+        },
+    }
+    return _save_folder(out, w, tokenizer, files)
 
 
 def qwen_image_tokens(height: int, width: int) -> int:
@@ -474,7 +430,6 @@ def write_voxtral(out: Path, seed: int = 0) -> Path:
         w.vector(f"{p}.ffn_norm.weight", dim, base=1.0)
     w.vector("norm.weight", dim, base=1.0)
     _printable_head(w, "output.weight", vocab, dim, len(VOXTRAL_SPECIALS))
-    save_file(w.tensors, str(out / "consolidated.safetensors"), metadata={"format": "pt"})
     params = {
         "dim": dim,
         "n_layers": layers,
@@ -517,9 +472,344 @@ def write_voxtral(out: Path, seed: int = 0) -> Path:
             }
         },
     }
-    (out / "params.json").write_text(json.dumps(params, indent=1))
-    tokenizer.save(str(out / "tokenizer.json"))
-    (out / "tokenizer_config.json").write_text(
-        json.dumps({"bos_token": "<s>", "eos_token": "</s>", "chat_template": VOXTRAL_CHAT_TEMPLATE})
-    )
-    return out
+    files = {
+        "params.json": params,
+        "tokenizer_config.json": {"bos_token": "<s>", "eos_token": "</s>", "chat_template": VOXTRAL_CHAT_TEMPLATE},
+    }
+    return _save_folder(out, w, tokenizer, files, weights="consolidated.safetensors", indented=("params.json",))
+
+
+# The Llama-style text stacks' attention: 2 query heads and 1 key/value head, of 32 each.
+LLAMA_HEADS, LLAMA_KV_HEADS, LLAMA_HEAD_DIM = 2, 1, 32
+
+
+def _llama_decoder(
+    w: _Weights, prefix: str, vocab: int, hidden: int, inter: int, layers: int, qkv_bias: bool = False
+) -> None:
+    """A Llama/Mistral text stack under ``prefix``: 2 query heads and 1 KV head of 32, biases on
+    q/k/v only with ``qkv_bias`` (Qwen 2)."""
+    heads, kv_heads, head_dim = LLAMA_HEADS, LLAMA_KV_HEADS, LLAMA_HEAD_DIM
+    w.matrix(f"{prefix}.embed_tokens.weight", vocab, hidden)
+    w.vector(f"{prefix}.norm.weight", hidden, base=1.0)
+    for i in range(layers):
+        p = f"{prefix}.layers.{i}"
+        w.vector(f"{p}.input_layernorm.weight", hidden, base=1.0)
+        w.vector(f"{p}.post_attention_layernorm.weight", hidden, base=1.0)
+        for proj, rows in (
+            ("q_proj", heads * head_dim),
+            ("k_proj", kv_heads * head_dim),
+            ("v_proj", kv_heads * head_dim),
+        ):
+            w.matrix(f"{p}.self_attn.{proj}.weight", rows, hidden)
+            if qkv_bias:
+                w.vector(f"{p}.self_attn.{proj}.bias", rows)
+        w.matrix(f"{p}.self_attn.o_proj.weight", hidden, heads * head_dim)
+        w.matrix(f"{p}.mlp.gate_proj.weight", inter, hidden)
+        w.matrix(f"{p}.mlp.up_proj.weight", inter, hidden)
+        w.matrix(f"{p}.mlp.down_proj.weight", hidden, inter)
+
+
+def _llama_text_config(vocab: int, hidden: int, inter: int, layers: int) -> dict[str, object]:
+    """``text_config`` for ``_llama_decoder``, with the flat ``rope_theta`` the engine requires."""
+    return {
+        "vocab_size": vocab,
+        "hidden_size": hidden,
+        "intermediate_size": inter,
+        "num_hidden_layers": layers,
+        "num_attention_heads": LLAMA_HEADS,
+        "num_key_value_heads": LLAMA_KV_HEADS,
+        "head_dim": LLAMA_HEAD_DIM,
+        "hidden_act": "silu",
+        "max_position_embeddings": 1024,
+        "rms_norm_eps": 1e-5,
+        "rope_theta": 10_000.0,
+        "tie_word_embeddings": False,
+    }
+
+
+IDEFICS3_SPECIALS = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<end_of_utterance>",
+    "<fake_token_around_image>",
+    "<image>",
+    "<global-img>",
+    *(f"<row_{r}_col_{c}>" for r in (1, 2) for c in (1, 2)),
+]
+# SigLIP on 32 x 32 frames in 8 px patches (16 patches), pixel-shuffled 2 x 2 into 4 image tokens.
+IDEFICS3_FRAME_SIZE = 32
+IDEFICS3_PATCH = 8
+IDEFICS3_SCALE_FACTOR = 2
+IDEFICS3_IMAGE_SEQ_LEN = (IDEFICS3_FRAME_SIZE // IDEFICS3_PATCH) ** 2 // IDEFICS3_SCALE_FACTOR**2
+# Images are first resized to this longest edge, then cut into frames of IDEFICS3_FRAME_SIZE.
+IDEFICS3_LONGEST_EDGE = 2 * IDEFICS3_FRAME_SIZE
+
+IDEFICS3_CHAT_TEMPLATE = (
+    "<|im_start|>{% for m in messages %}{{ m.role | capitalize }}:"
+    "{% if m.content is string %} {{ m.content }}{% else %}{% for part in m.content %}"
+    "{% if part.type == 'image' %}<image>{% elif part.type == 'text' %} {{ part.text }}{% endif %}"
+    "{% endfor %}{% endif %}<end_of_utterance>\n{% endfor %}{% if add_generation_prompt %}Assistant:{% endif %}"
+)
+
+
+def write_idefics3(out: Path, seed: int = 0, image_splitting: bool = True) -> Path:
+    """An ``Idefics3ForConditionalGeneration`` (SmolVLM) folder: a 2-layer Llama (hidden 64), a
+    1-layer SigLIP tower (hidden 32) on 32 x 32 frames and a pixel-shuffle connector giving 4
+    tokens a frame. With image splitting (as SmolVLM ships), an image is resized to a longest
+    edge of 64 and cut into up to 2 x 2 frames plus a global one."""
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = byte_level_tokenizer(IDEFICS3_SPECIALS)
+    vocab, hidden, inter, layers = tokenizer.get_vocab_size(), 64, 128, 2
+    v_hidden, v_inter = 32, 64
+    w = _Weights(seed)
+    _llama_decoder(w, "model.text_model", vocab, hidden, inter, layers)
+    _printable_head(w, "lm_head.weight", vocab, hidden, len(IDEFICS3_SPECIALS))
+    w.matrix("model.connector.modality_projection.proj.weight", hidden, v_hidden * IDEFICS3_SCALE_FACTOR**2)
+    _siglip_tower(w, "model.vision_model", v_hidden, v_inter, IDEFICS3_PATCH, IDEFICS3_FRAME_SIZE)
+
+    ids = {s: i for i, s in enumerate(IDEFICS3_SPECIALS)}
+    config = {
+        "architectures": ["Idefics3ForConditionalGeneration"],
+        "model_type": "idefics3",
+        "image_token_id": ids["<image>"],
+        "scale_factor": IDEFICS3_SCALE_FACTOR,
+        "tie_word_embeddings": False,
+        "torch_dtype": "float32",
+        "text_config": {"model_type": "llama", **_llama_text_config(vocab, hidden, inter, layers)},
+        "vision_config": _vit_config("idefics3_vision", v_hidden, v_inter, IDEFICS3_FRAME_SIZE, IDEFICS3_PATCH),
+    }
+    files = {
+        "config.json": config,
+        "generation_config.json": {"bos_token_id": ids["<|im_start|>"], "eos_token_id": ids["<end_of_utterance>"]},
+        "processor_config.json": {"image_seq_len": IDEFICS3_IMAGE_SEQ_LEN, "processor_class": "Idefics3Processor"},
+        "preprocessor_config.json": {
+            "image_processor_type": "Idefics3ImageProcessor",
+            "processor_class": "Idefics3Processor",
+            "do_convert_rgb": True,
+            "do_image_splitting": image_splitting,
+            "do_normalize": True,
+            "do_pad": True,
+            "do_rescale": True,
+            "do_resize": True,
+            "image_mean": [0.5, 0.5, 0.5],
+            "image_std": [0.5, 0.5, 0.5],
+            "max_image_size": {"longest_edge": IDEFICS3_FRAME_SIZE},
+            "resample": 1,
+            "rescale_factor": 1 / 255,
+            "size": {"longest_edge": IDEFICS3_LONGEST_EDGE},
+        },
+        "tokenizer_config.json": {
+            "add_bos_token": False,
+            "bos_token": "<|im_start|>",
+            "eos_token": "<end_of_utterance>",
+            "pad_token": "<|endoftext|>",
+            "unk_token": "<|endoftext|>",
+            "chat_template": IDEFICS3_CHAT_TEMPLATE,
+        },
+    }
+    return _save_folder(out, w, tokenizer, files)
+
+
+def _siglip_tower(w: _Weights, prefix: str, hidden: int, inter: int, patch: int, image_size: int) -> None:
+    """A 1-layer SigLIP vision model under ``prefix`` (Gemma 3's and Idefics3's towers)."""
+    w.array(f"{prefix}.embeddings.patch_embedding.weight", (hidden, 3, patch, patch), 3 * patch * patch)
+    w.vector(f"{prefix}.embeddings.patch_embedding.bias", hidden)
+    w.matrix(f"{prefix}.embeddings.position_embedding.weight", (image_size // patch) ** 2, hidden)
+    _encoder_layer(w, f"{prefix}.encoder.layers.0", hidden, inter)
+    w.vector(f"{prefix}.post_layernorm.weight", hidden, base=1.0)
+    w.vector(f"{prefix}.post_layernorm.bias", hidden)
+
+
+def _vit_config(
+    model_type: str,
+    hidden: int,
+    inter: int,
+    image_size: int,
+    patch: int,
+    layers: int = 1,
+    act: str = "gelu_pytorch_tanh",
+    eps: float = 1e-6,
+) -> dict[str, object]:
+    """``vision_config`` of a SigLIP / CLIP tower with 2 attention heads, in the keys' usual order."""
+    return {
+        "model_type": model_type,
+        "hidden_size": hidden,
+        "intermediate_size": inter,
+        "num_hidden_layers": layers,
+        "num_attention_heads": 2,
+        "num_channels": 3,
+        "image_size": image_size,
+        "patch_size": patch,
+        "hidden_act": act,
+        "layer_norm_eps": eps,
+    }
+
+
+def _encoder_layer(w: _Weights, prefix: str, hidden: int, inter: int) -> None:
+    """A SigLIP / CLIP encoder layer (the same tensors): LayerNorms, attention and an fc1/fc2 MLP,
+    all with biases."""
+    for norm in ("layer_norm1", "layer_norm2"):
+        w.vector(f"{prefix}.{norm}.weight", hidden, base=1.0)
+        w.vector(f"{prefix}.{norm}.bias", hidden)
+    for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
+        w.matrix(f"{prefix}.self_attn.{proj}.weight", hidden, hidden)
+        w.vector(f"{prefix}.self_attn.{proj}.bias", hidden)
+    w.matrix(f"{prefix}.mlp.fc1.weight", inter, hidden)
+    w.vector(f"{prefix}.mlp.fc1.bias", inter)
+    w.matrix(f"{prefix}.mlp.fc2.weight", hidden, inter)
+    w.vector(f"{prefix}.mlp.fc2.bias", hidden)
+
+
+MISTRAL3_SPECIALS = ["<unk>", "<s>", "</s>", "[INST]", "[/INST]", "[IMG]", "[IMG_BREAK]", "[IMG_END]"]
+# Pixtral on images of at most 32 x 32 in 8 px patches, 2 x 2 patches merged into one token.
+MISTRAL3_LONGEST_EDGE = 32
+MISTRAL3_PATCH = 8
+MISTRAL3_MERGE = 2
+
+MISTRAL3_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}{% if m.role == 'assistant' %}{{ m.content }}</s>{% else %}[INST]"
+    "{% if m.content is string %}{{ m.content }}{% else %}{% for part in m.content %}"
+    "{% if part.type == 'image' %}[IMG]{% elif part.type == 'text' %}{{ part.text }}{% endif %}"
+    "{% endfor %}{% endif %}[/INST]{% endif %}{% endfor %}"
+)
+
+
+def write_mistral3(out: Path, seed: int = 0) -> Path:
+    """A ``Mistral3ForConditionalGeneration`` folder: a 2-layer Mistral (hidden 64), a 1-layer
+    Pixtral tower (hidden 32, 2-D RoPE) on images of up to 32 x 32 in 8 px patches, and the
+    projector that merges 2 x 2 patches into one image token."""
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = byte_level_tokenizer(MISTRAL3_SPECIALS)
+    vocab, hidden, inter, layers = tokenizer.get_vocab_size(), 64, 128, 2
+    v_hidden, v_inter, patch, merge = 32, 64, MISTRAL3_PATCH, MISTRAL3_MERGE
+    w = _Weights(seed)
+    _llama_decoder(w, "language_model.model", vocab, hidden, inter, layers)
+    _printable_head(w, "language_model.lm_head.weight", vocab, hidden, len(MISTRAL3_SPECIALS))
+    vt = "vision_tower"
+    w.array(f"{vt}.patch_conv.weight", (v_hidden, 3, patch, patch), 3 * patch * patch)
+    w.vector(f"{vt}.ln_pre.weight", v_hidden, base=1.0)
+    layer = f"{vt}.transformer.layers.0"
+    for proj in ("q_proj", "k_proj", "v_proj", "o_proj"):
+        w.matrix(f"{layer}.attention.{proj}.weight", v_hidden, v_hidden)
+    w.matrix(f"{layer}.feed_forward.gate_proj.weight", v_inter, v_hidden)
+    w.matrix(f"{layer}.feed_forward.up_proj.weight", v_inter, v_hidden)
+    w.matrix(f"{layer}.feed_forward.down_proj.weight", v_hidden, v_inter)
+    w.vector(f"{layer}.attention_norm.weight", v_hidden, base=1.0)
+    w.vector(f"{layer}.ffn_norm.weight", v_hidden, base=1.0)
+    mm = "multi_modal_projector"
+    w.vector(f"{mm}.norm.weight", v_hidden, base=1.0)
+    w.matrix(f"{mm}.patch_merger.merging_layer.weight", v_hidden, v_hidden * merge * merge)
+    w.matrix(f"{mm}.linear_1.weight", hidden, v_hidden)
+    w.matrix(f"{mm}.linear_2.weight", hidden, hidden)
+
+    ids = {s: i for i, s in enumerate(MISTRAL3_SPECIALS)}
+    config = {
+        "architectures": ["Mistral3ForConditionalGeneration"],
+        "model_type": "mistral3",
+        "image_token_index": ids["[IMG]"],
+        "multimodal_projector_bias": False,
+        "projector_hidden_act": "gelu",
+        "spatial_merge_size": merge,
+        "vision_feature_layer": -1,
+        "tie_word_embeddings": False,
+        "torch_dtype": "float32",
+        "text_config": {
+            "model_type": "mistral",
+            "sliding_window": None,
+            **_llama_text_config(vocab, hidden, inter, layers),
+        },
+        "vision_config": {
+            "model_type": "pixtral",
+            "hidden_size": v_hidden,
+            "intermediate_size": v_inter,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "head_dim": v_hidden // 2,
+            "num_channels": 3,
+            "image_size": MISTRAL3_LONGEST_EDGE,
+            "patch_size": patch,
+            "hidden_act": "silu",
+            "rope_theta": 10_000.0,
+        },
+    }
+    files = {
+        "config.json": config,
+        "generation_config.json": {"bos_token_id": ids["<s>"], "eos_token_id": ids["</s>"]},
+        "processor_config.json": {
+            "processor_class": "PixtralProcessor",
+            "image_token": "[IMG]",
+            "image_break_token": "[IMG_BREAK]",
+            "image_end_token": "[IMG_END]",
+            "patch_size": patch,
+            "spatial_merge_size": merge,
+        },
+        "preprocessor_config.json": {
+            "image_processor_type": "PixtralImageProcessor",
+            "processor_class": "PixtralProcessor",
+            "default_to_square": True,
+            "do_convert_rgb": True,
+            "do_normalize": True,
+            "do_rescale": True,
+            "do_resize": True,
+            "image_mean": [0.48145466, 0.4578275, 0.40821073],
+            "image_std": [0.26862954, 0.26130258, 0.27577711],
+            "patch_size": patch,
+            "resample": 3,
+            "rescale_factor": 1 / 255,
+            "size": {"longest_edge": MISTRAL3_LONGEST_EDGE},
+        },
+        "tokenizer_config.json": {
+            "add_bos_token": False,
+            "bos_token": "<s>",
+            "eos_token": "</s>",
+            "unk_token": "<unk>",
+            "chat_template": MISTRAL3_CHAT_TEMPLATE,
+        },
+    }
+    return _save_folder(out, w, tokenizer, files)
+
+
+def idefics3_image_tokens(height: int, width: int, image_splitting: bool) -> int:
+    """Prompt tokens the Idefics3 processor gives an image (its ``replace_image_token``): the
+    global frame as <fake_token_around_image> <global-img>, ``image_seq_len`` <image> and
+    <fake_token_around_image>. With splitting, the image is first resized to the longest edge
+    (the other side floored, then made even) and then up to whole frames; if that is more than
+    one frame, each frame of the grid adds <fake_token_around_image> <row_r_col_c> and
+    ``image_seq_len`` <image>, each row a newline, and the grid one more (one byte each)."""
+    seq = IDEFICS3_IMAGE_SEQ_LEN
+    if not image_splitting:
+        return seq + 3
+    edge, frame = IDEFICS3_LONGEST_EDGE, IDEFICS3_FRAME_SIZE
+    aspect = width / height
+    if width >= height:
+        h, w = int(edge / aspect), edge
+        h += h % 2
+    else:
+        h, w = edge, int(edge * aspect)
+        w += w % 2
+    h, w = max(h, 1), max(w, 1)
+    aspect = w / h
+    if w >= h:
+        w = math.ceil(w / frame) * frame
+        h = math.ceil(int(w / aspect) / frame) * frame
+    else:
+        h = math.ceil(h / frame) * frame
+        w = math.ceil(int(h * aspect) / frame) * frame
+    if h <= frame and w <= frame:
+        return seq + 3
+    rows, cols = h // frame, w // frame
+    return rows * (cols * (seq + 2) + 1) + 1 + seq + 3
+
+
+def mistral3_image_tokens(height: int, width: int) -> int:
+    """Prompt tokens the Pixtral processor gives an image: the image is scaled down to fit the
+    longest edge (sides floored) and its sides rounded up to whole merged patches (patch_size x
+    spatial_merge_size); one [IMG] per merged patch, an [IMG_BREAK] after each row, the last of
+    them an [IMG_END]. 0 for an image with a side that shrinks to nothing, which the processor
+    cannot take."""
+    ratio = max(height / MISTRAL3_LONGEST_EDGE, width / MISTRAL3_LONGEST_EDGE)
+    if ratio > 1:
+        height, width = math.floor(height / ratio), math.floor(width / ratio)
+    unit = MISTRAL3_PATCH * MISTRAL3_MERGE
+    rows, cols = math.ceil(height / unit), math.ceil(width / unit)
+    return rows * (cols + 1) if cols else 0

@@ -22,10 +22,49 @@ from gguf.quants import dequantize
 EPS = 1e-6
 
 
+class Float64Tensors:
+    """A GGUF file's tensors, each dequantized to float64 on first use."""
+
+    def __init__(self, reader: GGUFReader) -> None:
+        self.tensors = {t.name: t for t in reader.tensors}
+        self._cache: dict[str, np.ndarray] = {}
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.tensors
+
+    def __call__(self, name: str) -> np.ndarray:
+        if name not in self._cache:
+            t = self.tensors[name]
+            self._cache[name] = dequantize(t.data, t.tensor_type).astype(np.float64)
+        return self._cache[name]
+
+
+def cached_keys_values(kv: dict[int, Any], layer: int, k: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The layer's keys and values so far, `k` and `v` appended to those cached in `kv`."""
+    old_k, old_v = kv.get(layer, (k[:0], v[:0]))
+    keys, values = np.concatenate([old_k, k]), np.concatenate([old_v, v])
+    kv[layer] = (keys, values)
+    return keys, values
+
+
+def attention(q: np.ndarray, keys: np.ndarray, values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Softmax attention of each query head (q: positions x heads x head_dim) on its group's
+    key/value head, where `mask` (query x key positions) allows."""
+    n, heads, head_dim = q.shape
+    group = heads // keys.shape[1]
+    out = np.zeros((n, heads, head_dim))
+    for hh in range(heads):
+        s = q[:, hh, :] @ keys[:, hh // group, :].T / np.sqrt(head_dim)
+        s = np.where(mask, s, -np.inf)
+        s = np.exp(s - s.max(-1, keepdims=True))
+        out[:, hh, :] = (s / s.sum(-1, keepdims=True)) @ values[:, hh // group, :]
+    return out
+
+
 class ExactGemma3:
     def __init__(self, path: str) -> None:
         reader = GGUFReader(path)
-        self.tensors = {t.name: t for t in reader.tensors}
+        self.w = Float64Tensors(reader)
         field = reader.fields
         self.hidden = int(field["gemma3.embedding_length"].contents())
         self.heads = int(field["gemma3.attention.head_count"].contents())
@@ -33,13 +72,6 @@ class ExactGemma3:
         self.layers = int(field["gemma3.block_count"].contents())
         self.window = int(field["gemma3.attention.sliding_window"].contents())
         self.global_base = float(field["gemma3.rope.freq_base"].contents())
-        self._cache: dict[str, np.ndarray] = {}
-
-    def w(self, name: str) -> np.ndarray:
-        if name not in self._cache:
-            t = self.tensors[name]
-            self._cache[name] = dequantize(t.data, t.tensor_type).astype(np.float64)
-        return self._cache[name]
 
     @staticmethod
     def rms(x: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -70,20 +102,12 @@ class ExactGemma3:
             is_global = (i + 1) % 6 == 0
             base = self.global_base if is_global else 10000.0
             q, k = self.rope(q, qpos.astype(np.float64), base), self.rope(k, qpos.astype(np.float64), base)
-            old_k, old_v = kv.get(i, (k[:0], v[:0]))
-            keys, values = np.concatenate([old_k, k]), np.concatenate([old_v, v])
-            kv[i] = (keys, values)
+            keys, values = cached_keys_values(kv, i, k, v)
             kpos = np.arange(keys.shape[0])
             mask = kpos[None, :] <= qpos[:, None]
             if not is_global:
                 mask &= (qpos[:, None] - kpos[None, :]) < self.window
-            group = self.heads // keys.shape[1]
-            out = np.zeros((n, self.heads, self.head_dim))
-            for hh in range(self.heads):
-                s = q[:, hh, :] @ keys[:, hh // group, :].T / np.sqrt(self.head_dim)
-                s = np.where(mask, s, -np.inf)
-                s = np.exp(s - s.max(-1, keepdims=True))
-                out[:, hh, :] = (s / s.sum(-1, keepdims=True)) @ values[:, hh // group, :]
+            out = attention(q, keys, values, mask)
             o = out.reshape(n, -1) @ self.w(b + "attn_output.weight").T
             x = x + self.rms(o, self.w(b + "post_attention_norm.weight"))
             h = self.rms(x, self.w(b + "ffn_norm.weight"))
