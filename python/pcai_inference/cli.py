@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 from .backend import BackendType
 from .default_model import default_model_path
 from .errors import PcaiError
 from .info import build_info
 from .types import GenerateRequest
+
+if TYPE_CHECKING:
+    from .server import ServerSettings
 
 __all__ = ["main"]
 
@@ -60,7 +63,31 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--max-context", type=int, help="at most this many tokens per request (prompt and output)")
     s.add_argument("--device", default="auto", help='"auto", "cpu", "cuda", "cuda:N" or "metal"')
     s.add_argument("--shutdown-grace", type=float, default=30.0, help="seconds running requests get on SIGTERM")
+    r = s.add_argument_group("Ray Serve (needs the [ray] extra)")
+    r.add_argument("--ray", action="store_true", help="serve replicas of the model on Ray Serve")
+    r.add_argument("--replicas", type=int, help="replicas of the model (default 1; with --max-replicas: the fewest)")
+    r.add_argument("--max-replicas", type=int, help="autoscale between --replicas and this many replicas")
+    r.add_argument("--target-ongoing-requests", type=float, help="autoscaling's aim per replica (default: --max-batch)")
+    r.add_argument("--num-cpus", type=float, help="CPUs Ray reserves per replica (default 1)")
+    r.add_argument("--num-gpus", type=float, help="GPUs Ray reserves per replica (default 0)")
+    r.add_argument("--ray-address", help="a running Ray cluster (e.g. 10.0.0.1:6379) rather than a local instance")
     return p
+
+
+def _serve_on_ray(args: argparse.Namespace, settings: ServerSettings) -> int:
+    try:
+        from .ray import ReplicaScaling, serve_on_ray
+    except ImportError as e:
+        print(f'error: --ray needs its extra: pip install "pcai-inference[ray]" ({e})', file=sys.stderr)
+        return 2
+    scaling = ReplicaScaling(
+        replicas=1 if args.replicas is None else args.replicas,
+        max_replicas=args.max_replicas,
+        target_ongoing_requests=args.target_ongoing_requests,
+        num_cpus=1.0 if args.num_cpus is None else args.num_cpus,
+        num_gpus=0.0 if args.num_gpus is None else args.num_gpus,
+    )
+    return serve_on_ray(settings, scaling, address=args.ray_address)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -83,6 +110,13 @@ def _serve(args: argparse.Namespace) -> int:
         device=args.device,
         shutdown_grace_s=args.shutdown_grace,
     )
+    if args.ray:
+        return _serve_on_ray(args, settings)
+    ray_only = ("replicas", "max_replicas", "target_ongoing_requests", "num_cpus", "num_gpus", "ray_address")
+    given = [f"--{name.replace('_', '-')}" for name in ray_only if getattr(args, name) is not None]
+    if given:
+        print(f"error: {', '.join(given)} only apply with --ray", file=sys.stderr)
+        return 2
     return serve(settings)
 
 
