@@ -34,14 +34,11 @@ REFERENCE: dict[str, Any] = json.loads(
 TEXTS: list[dict[str, Any]] = REFERENCE["texts"]
 PROMPTS: list[dict[str, Any]] = REFERENCE["prompts"]
 CHATS = [p for p in PROMPTS if "messages" in p]
-# The project's rule, as for Gemma 3: within 0.5 of the exact best (TOLERANCE, imported). It does
-# not hold on one step of one prompt, recorded as an expected failure: on `python` at step 20 the
-# exact model prefers another token by 1.04. This model's Q4_1 products multiply activations
-# rounded to 8 bits (as llama.cpp's do); with that rounding drawn over 150 emulated runs the
-# gap there is 0.61 +- 0.58 (within 0.5 in 45 % of them), ours lies at the 1st percentile and
-# llama.cpp's (1.66 token by token, 2.29 batched) past the 96th; no engine deviation was found.
-# Every other step of the ten prompts is within 0.5.
-NOISE_BOUND_FAILS = {"python": "step 20 is 1.04 below the exact best, inside the 8-bit activation noise"}
+# The project's rule, as for Gemma 3: within 0.5 of the exact best (TOLERANCE). On this model it
+# is near its noise: Q4_1 products multiply activations rounded to 8 bits, and at the `python`
+# prompt's step 20 that rounding alone spreads the gap between two tokens over 0.61 +- 0.58
+# (150 emulated draws). With candle's Q8_1 block sums rounded twice (before candle-core 0008)
+# our choice there was 1.04 below the exact best; with ggml's rounding it is within 0.5.
 
 
 @pytest.fixture(scope="module")
@@ -98,16 +95,7 @@ def test_a_greedy_chat_answer_stops_at_the_end_of_its_turn(smol: InferenceBacken
     assert "<|im_end|>" not in answer.text and answer.text.strip()
 
 
-@pytest.mark.parametrize(
-    "case",
-    [
-        pytest.param(c, marks=pytest.mark.xfail(strict=True, reason=NOISE_BOUND_FAILS[c["id"]]))
-        if c["id"] in NOISE_BOUND_FAILS
-        else c
-        for c in PROMPTS
-    ],
-    ids=[c["id"] for c in PROMPTS],
-)
+@pytest.mark.parametrize("case", PROMPTS, ids=[c["id"] for c in PROMPTS])
 def test_every_greedy_choice_is_within_half_a_logit_of_the_exact_best(
     smol: InferenceBackend, exact: ExactLlama, case: dict[str, Any]
 ) -> None:
