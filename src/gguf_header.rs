@@ -128,13 +128,16 @@ pub fn unsupported_layout(summary: &GgufSummary) -> Option<String> {
     };
     if summary.has_rope_factors {
         return Some(
-            "it has long-context RoPE factors (`rope_factors_long`/`rope_factors_short`, as              Phi-3-mini-128k, Phi-3.5-mini and Phi-4-mini have), which the engine's Phi-3              model does not apply"
+            "it has long-context RoPE factors (`rope_factors_long`/`rope_factors_short`, as \
+             Phi-3-mini-128k, Phi-3.5-mini and Phi-4-mini have), which the engine's Phi-3 \
+             model does not apply"
                 .into(),
         );
     }
     if !summary.has_output_head {
         return Some(
-            "its output head is tied to the token embedding (no `output.weight`), which the              engine's Phi-3 model cannot read"
+            "its output head is tied to the token embedding (no `output.weight`), which the \
+             engine's Phi-3 model cannot read"
                 .into(),
         );
     }
@@ -145,7 +148,8 @@ pub fn unsupported_layout(summary: &GgufSummary) -> Option<String> {
     ) {
         if rope < hidden / heads {
             return Some(format!(
-                "it rotates {rope} of each head's {} dimensions, and the engine's Phi-3 model                  rotates whole heads",
+                "it rotates {rope} of each head's {} dimensions, and the engine's Phi-3 model \
+                 rotates whole heads",
                 hidden / heads
             ));
         }
@@ -761,6 +765,13 @@ mod tests {
         assert!(why.contains("tied"), "{why}");
         let why = unsupported_layout(&phi3(24, true, false)).unwrap();
         assert!(why.contains("rotates 24 of each head's 32"), "{why}");
+        for (rope, output, factors) in [(32, true, true), (32, false, false), (24, true, false)] {
+            let why = unsupported_layout(&phi3(rope, output, factors)).unwrap();
+            assert!(
+                !why.contains("  ") && why.ends_with(char::is_alphabetic),
+                "{why}"
+            );
+        }
         let mut llama = phi3(24, false, true);
         llama.architecture = Some("llama".into());
         assert_eq!(unsupported_layout(&llama), None);
