@@ -1,8 +1,9 @@
 """``pcai-inference serve --ray``: the deployment on a Ray instance this process starts (or on a
 running cluster, with ``--ray-address``), served by Serve's HTTP proxy on the server's address.
 
-SIGTERM and Ctrl-C stop Serve (replicas get ``shutdown_grace_s`` to finish their requests) and
-the Ray instance this process started, with every process it ran.
+SIGTERM and Ctrl-C stop Serve (replicas get ``shutdown_grace_s``, at most about 30 s, to finish
+their requests) and the Ray instance this process started, with every process it ran; also while
+the replicas are still starting.
 """
 
 from __future__ import annotations
@@ -69,11 +70,30 @@ def serve_on_ray(settings: ServerSettings, scaling: ReplicaScaling, address: Opt
     # After ray.init, which installs its own SIGTERM handler.
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    deployed = threading.Event()
     try:
         ray_ready = time.monotonic()
         quiet = {"log_level": "WARNING"}
         serve.start(http_options={"host": settings.host, "port": settings.port}, logging_config=quiet)
-        serve.run(build_app(settings, scaling), name=APP_NAME, route_prefix="/", logging_config=quiet)
+        # Serve waits for the replicas without a limit (a replica Ray cannot place waits for
+        # ever): it deploys on a thread, so that SIGTERM and Ctrl-C still stop everything.
+        failure: list[BaseException] = []
+
+        def deploy() -> None:
+            try:
+                serve.run(build_app(settings, scaling), name=APP_NAME, route_prefix="/", logging_config=quiet)
+            except BaseException as e:  # handed to the main thread
+                failure.append(e)
+            finally:
+                deployed.set()
+
+        threading.Thread(target=deploy, name="pcai-serve-deploy", daemon=True).start()
+        while not deployed.wait(0.2):
+            if stop.is_set():
+                _say("stopped before the replicas were ready")
+                return 0
+        if failure:
+            raise failure[0]
         ready = time.monotonic()
         where = "a local Ray instance" if address is None else f"the Ray cluster at {address}"
         count = f"{scaling.low} to {scaling.max_replicas}" if scaling.autoscaling else str(scaling.replicas)
@@ -89,6 +109,8 @@ def serve_on_ray(settings: ServerSettings, scaling: ReplicaScaling, address: Opt
         _say(f"Ray Serve did not start: {lines[-1].strip() if lines else type(e).__name__}")
         return 1
     finally:
+        # Also before the replicas were ready (the deploying thread still waits on Serve): Serve
+        # stops first, else Ray's worker in this process waits for its lost GCS and exits 1.
         if address is None:
             serve.shutdown()  # type: ignore[no-untyped-call]
         else:

@@ -56,7 +56,8 @@ class ReplicaScaling:
     def deployment_options(self, server: ServerSettings) -> dict[str, Any]:
         """Options for ``Deployment.options``. A replica takes at most `max_batch + max_queue`
         requests, the most its :class:`ModelService` admits; more wait in Ray's router (so a
-        replica does not answer 429 while another has room). Autoscaling aims by default at a
+        replica does not answer 429 while another has room — for requests of one choice: the
+        service counts a request for `n` choices `n` times, Ray once). Autoscaling aims by default at a
         full batch per replica."""
         options: dict[str, Any] = {
             "ray_actor_options": {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus},
