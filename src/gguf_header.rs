@@ -28,6 +28,18 @@ pub struct GgufSummary {
     has_rope_factors: bool,
 }
 
+impl GgufSummary {
+    /// The `{architecture}.{name}` hyperparameter: `None` when absent, `Some(None)` for an
+    /// integer array (per-layer values).
+    fn hyperparameter(&self, architecture: &str, name: &str) -> Option<Option<u64>> {
+        let key = format!("{architecture}.{name}");
+        self.hyperparameters
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| *v)
+    }
+}
+
 /// Architectures the engine loads from GGUF (mistralrs 0.8.1's `GGUFArchitecture` that its
 /// GGUF pipeline builds), and `gemma3`, which we convert for its SafeTensors loader.
 pub const SUPPORTED_ARCHITECTURES: &[&str] = &[
@@ -89,10 +101,7 @@ pub fn check_model_metadata(summary: &GgufSummary) -> Result<(), String> {
     for (name, max) in REQUIRED_HYPERPARAMETERS {
         let key = format!("{architecture}.{name}");
         let value = summary
-            .hyperparameters
-            .iter()
-            .find(|(k, _)| *k == key)
-            .map(|(_, v)| *v)
+            .hyperparameter(architecture, name)
             .ok_or_else(|| format!("the GGUF metadata lacks `{key}` (an integer)"))?;
         if let Some(v) = value {
             if v == 0 || v > *max {
@@ -118,14 +127,7 @@ pub fn unsupported_layout(summary: &GgufSummary) -> Option<String> {
     if summary.architecture.as_deref() != Some("phi3") {
         return None;
     }
-    let value = |name: &str| {
-        let key = format!("phi3.{name}");
-        summary
-            .hyperparameters
-            .iter()
-            .find(|(k, _)| *k == key)
-            .and_then(|(_, v)| *v)
-    };
+    let value = |name: &str| summary.hyperparameter("phi3", name).flatten();
     if summary.has_rope_factors {
         return Some(
             "it has long-context RoPE factors (`rope_factors_long`/`rope_factors_short`, as \

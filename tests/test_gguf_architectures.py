@@ -64,8 +64,9 @@ CHAT = [
 ]
 STEPS = 24
 # Largest difference between the engine's and the float64 reference's log-probabilities (the
-# engine rounds activations: F16, and Q8 inputs to the quantized products); about 0.15 here,
-# while a wrong rotary style, rotary base, norm or bias gives 0.8 to 15.
+# engine rounds the inputs of its quantized products to 8 bits); about 0.15 here with F16
+# activations, before they became F32 on the CPU, while a wrong rotary style, rotary base, norm
+# or bias gives 0.8 to 15.
 TOLERANCE = 0.3
 
 
